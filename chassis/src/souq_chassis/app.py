@@ -1,0 +1,131 @@
+"""The app factory: one FastAPI app per service with the platform's middleware and endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from souq_chassis.metrics import HttpMetricsMiddleware, Metrics
+from souq_chassis.problems import install_problem_handlers, problem
+
+ReadinessCheck = Callable[[], Awaitable[object]]
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
+
+_READINESS_TIMEOUT_S = 1.0
+
+
+class RequestContextMiddleware:
+    """Give every request an id (the caller's X-Request-ID or a new one) and bound its body size."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ""
+        content_length = -1
+        for name, value in scope["headers"]:
+            if name == b"x-request-id" and 0 < len(value) <= 128:
+                request_id = value.decode("latin-1")
+            elif name == b"content-length":
+                content_length = int(value) if value.isdigit() else -1
+        request_id = request_id or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode("latin-1"))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        limit = self.max_body_bytes
+        if content_length > limit:
+            response = problem(413, f"The request body exceeds {limit} bytes.", request_id=request_id)
+            await response(scope, receive, send_with_id)
+            return
+        received = 0
+
+        async def receive_bounded() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise HTTPException(413, f"The request body exceeds {limit} bytes.")
+            return message
+
+        await self.app(scope, receive_bounded, send_with_id)
+
+
+def create_app(
+    *,
+    title: str,
+    version: str,
+    metrics: Metrics,
+    lifespan: Lifespan | None = None,
+    readiness: Mapping[str, ReadinessCheck] | None = None,
+    max_body_bytes: int = 64 * 1024,
+    openapi_prefix: str = "",
+) -> FastAPI:
+    """A FastAPI app with problem+json errors, request ids, body limits, RED metrics, health."""
+    app = FastAPI(
+        title=title,
+        version=version,
+        lifespan=lifespan,
+        openapi_url=f"{openapi_prefix}/openapi.json",
+        docs_url=f"{openapi_prefix}/docs",
+        redoc_url=None,
+    )
+    install_problem_handlers(app)
+    checks = dict(readiness or {})
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz", include_in_schema=False, response_model=None)
+    async def readyz() -> Response | dict[str, Any]:
+        results = await asyncio.gather(*(_run_check(c) for c in checks.values()))
+        report = dict(zip(checks, results, strict=True))
+        if all(result == "ok" for result in report.values()):
+            return {"status": "ready", "checks": report}
+        return problem(503, "Not ready.", title="Service Unavailable", checks=report)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # Added last, so it runs first: every response, errors included, carries the request id.
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)  # type: ignore[arg-type]
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)  # type: ignore[arg-type]
+    return app
+
+
+async def _run_check(check: ReadinessCheck) -> str:
+    try:
+        async with asyncio.timeout(_READINESS_TIMEOUT_S):
+            await check()
+    except Exception as exc:
+        return f"failed: {type(exc).__name__}: {exc}"[:200]
+    return "ok"
+
+
+def instrument_app(app: FastAPI, tracer_provider: Any) -> None:
+    """Trace every HTTP request (W3C trace context) except the health and metrics endpoints."""
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=tracer_provider, excluded_urls="healthz,readyz,metrics"
+    )

@@ -1,0 +1,46 @@
+"""Settings every service shares; each service subclasses with its own env_prefix (`CATALOG_`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Typed settings read from environment variables with a per-service prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="SOUQ_", extra="ignore")
+
+    environment: Literal["local", "test", "production"] = "local"
+    version: str = "0.1.0"
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    data_dir: Path = Path(".souq/data")
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+    # Head sampling ratio for traces; parent-based, so a sampled caller's trace is always kept.
+    trace_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
+class DatabaseSettings(ServiceSettings):
+    """Settings of a service that owns a database."""
+
+    database_url: str = ""
+
+    def resolved_database_url(self, service: str) -> str:
+        """The configured URL, or a SQLite file of the service's own under data_dir."""
+        if self.database_url:
+            return self.database_url
+        path = (self.data_dir / f"{service}.db").resolve()
+        return f"sqlite+aiosqlite:///{path}"
+
+
+class GrpcServerSettings(DatabaseSettings):
+    """Settings of a service that also serves gRPC."""
+
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(default=50050, ge=0, le=65535)

@@ -1,0 +1,3 @@
+from souq_catalog.main import main
+
+main()

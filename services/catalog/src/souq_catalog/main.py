@@ -1,0 +1,107 @@
+"""Composition root: settings → adapters → app. `souq-catalog` or `python -m souq_catalog`."""
+
+from __future__ import annotations
+
+import json
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+from souq.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+
+from souq_catalog import api
+from souq_catalog.domain import Category, Money, NewProduct
+from souq_catalog.repository import ProductRepository
+from souq_catalog.rpc import CatalogServicer
+from souq_catalog.service import CatalogService
+from souq_chassis.app import create_app
+from souq_chassis.db import create_engine, ping
+from souq_chassis.grpc_server import GrpcServer
+from souq_chassis.metrics import Metrics
+from souq_chassis.runner import serve
+from souq_chassis.settings import GrpcServerSettings
+
+SERVICE = "catalog"
+MIGRATIONS = Path(__file__).parent / "migrations"
+log = structlog.get_logger(SERVICE)
+
+
+class CatalogSettings(GrpcServerSettings):
+    model_config = SettingsConfigDict(env_prefix="CATALOG_", extra="ignore")
+
+    http_port: int = Field(default=8081, ge=0, le=65535)
+    grpc_port: int = Field(default=50061, ge=0, le=65535)
+    seed_demo_data: bool = True
+
+
+def demo_catalog() -> tuple[list[Category], list[NewProduct]]:
+    """The demo catalog shipped with the service (seed/products.json)."""
+    data = json.loads(resources.files("souq_catalog").joinpath("seed/products.json").read_text())
+    cats = [Category(c["slug"], c["name"]) for c in data["categories"]]
+    items = [
+        NewProduct(
+            sku=p["sku"],
+            name=p["name"],
+            description=p["description"],
+            category=p["category"],
+            price=Money(p["price"]["amount_cents"], p["price"]["currency"]),
+            image_url=p["image_url"],
+        )
+        for p in data["products"]
+    ]
+    return cats, items
+
+
+def build_app(settings: CatalogSettings, *, tracer_provider: Any = None) -> FastAPI:
+    metrics = Metrics()
+    engine = create_engine(
+        settings.resolved_database_url(SERVICE), tracer_provider=tracer_provider
+    )
+    catalog = CatalogService(ProductRepository(engine))
+    grpc_server = GrpcServer(
+        settings.grpc_host,
+        settings.grpc_port,
+        metrics,
+        [lambda s: catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(catalog), s)],
+        [catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name],
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> Any:
+        if settings.seed_demo_data and await catalog.import_catalog(*demo_catalog()):
+            log.info("demo_catalog_seeded")
+        async with grpc_server.running(settings.shutdown_grace_s):
+            log.info("serving", http_port=settings.http_port, grpc_port=grpc_server.port)
+            yield
+        await engine.dispose()
+
+    app = create_app(
+        title="Souq catalog",
+        version=settings.version,
+        metrics=metrics,
+        lifespan=lifespan,
+        readiness={"database": lambda: ping(engine)},
+        max_body_bytes=settings.max_body_bytes,
+    )
+    api.include(app, catalog)
+    return app
+
+
+def main() -> None:
+    settings = CatalogSettings()
+    serve(
+        SERVICE,
+        settings,
+        build_app,
+        database_url=settings.resolved_database_url(SERVICE),
+        migrations=MIGRATIONS,
+    )
+
+
+if __name__ == "__main__":
+    main()

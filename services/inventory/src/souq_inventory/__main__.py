@@ -1,0 +1,3 @@
+from souq_inventory.main import main
+
+main()

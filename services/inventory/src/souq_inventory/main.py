@@ -1,0 +1,96 @@
+"""Composition root: settings → adapters → app. `souq-inventory` or `python -m souq_inventory`."""
+
+from __future__ import annotations
+
+import json
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+from souq.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+
+from souq_inventory import api
+from souq_inventory.domain import StockLevel
+from souq_inventory.repository import StockRepository
+from souq_inventory.rpc import InventoryServicer
+from souq_inventory.service import InventoryService
+from souq_chassis.app import create_app
+from souq_chassis.db import create_engine, ping
+from souq_chassis.grpc_server import GrpcServer
+from souq_chassis.metrics import Metrics
+from souq_chassis.runner import serve
+from souq_chassis.settings import GrpcServerSettings
+
+SERVICE = "inventory"
+MIGRATIONS = Path(__file__).parent / "migrations"
+log = structlog.get_logger(SERVICE)
+
+
+class InventorySettings(GrpcServerSettings):
+    model_config = SettingsConfigDict(env_prefix="INVENTORY_", extra="ignore")
+
+    http_port: int = Field(default=8082, ge=0, le=65535)
+    grpc_port: int = Field(default=50062, ge=0, le=65535)
+    seed_demo_data: bool = True
+
+
+def demo_stock() -> list[StockLevel]:
+    """The demo stock shipped with the service (seed/stock.json)."""
+    data = json.loads(resources.files("souq_inventory").joinpath("seed/stock.json").read_text())
+    return [StockLevel(s["sku"], s["on_hand"]) for s in data["stock"]]
+
+
+def build_app(settings: InventorySettings, *, tracer_provider: Any = None) -> FastAPI:
+    metrics = Metrics()
+    engine = create_engine(
+        settings.resolved_database_url(SERVICE), tracer_provider=tracer_provider
+    )
+    inventory = InventoryService(StockRepository(engine))
+    servicer = InventoryServicer(inventory)
+    grpc_server = GrpcServer(
+        settings.grpc_host,
+        settings.grpc_port,
+        metrics,
+        [lambda s: inventory_pb2_grpc.add_InventoryServiceServicer_to_server(servicer, s)],
+        [inventory_pb2.DESCRIPTOR.services_by_name["InventoryService"].full_name],
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> Any:
+        if settings.seed_demo_data and await inventory.import_stock(demo_stock()):
+            log.info("demo_stock_seeded")
+        async with grpc_server.running(settings.shutdown_grace_s):
+            log.info("serving", http_port=settings.http_port, grpc_port=grpc_server.port)
+            yield
+        await engine.dispose()
+
+    app = create_app(
+        title="Souq inventory",
+        version=settings.version,
+        metrics=metrics,
+        lifespan=lifespan,
+        readiness={"database": lambda: ping(engine)},
+        max_body_bytes=settings.max_body_bytes,
+    )
+    api.include(app, inventory)
+    return app
+
+
+def main() -> None:
+    settings = InventorySettings()
+    serve(
+        SERVICE,
+        settings,
+        build_app,
+        database_url=settings.resolved_database_url(SERVICE),
+        migrations=MIGRATIONS,
+    )
+
+
+if __name__ == "__main__":
+    main()
