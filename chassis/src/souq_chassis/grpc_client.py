@@ -42,7 +42,16 @@ class GrpcUpstream:
     def __init__(self, name: str, target: str, metrics: Metrics, policy: Policy) -> None:
         self.target = target
         self.upstream = Upstream(name, "grpc", policy, metrics)
-        self.channel: grpc.aio.Channel = insecure_channel(target)
+        self._channel: grpc.aio.Channel | None = None
+
+    async def start(self) -> None:
+        """Open the channel; grpc.aio binds it to the running event loop."""
+        self._channel = insecure_channel(self.target)
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        assert self._channel is not None, "GrpcUpstream.start() was not awaited"
+        return self._channel
 
     async def call(
         self,
@@ -64,4 +73,6 @@ class GrpcUpstream:
         return await self.upstream.call(operation, attempt, idempotent=idempotent)
 
     async def close(self) -> None:
-        await self.channel.close()
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None

@@ -1,0 +1,157 @@
+"""`souq`: run the whole system locally. `souq up`, `souq status`, `souq down`, `souq logs`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import psutil
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from souq_cli.services import DEFAULT_PORTS, SERVICES
+from souq_cli.state import RunState, alive
+from souq_cli.supervisor import Supervisor
+
+app = typer.Typer(help="Run Souq locally: every service its own process, no Docker.", no_args_is_help=True)
+console = Console()
+
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir",
+        envvar="SOUQ_DATA_DIR",
+        help="Where databases, logs and the run state live.",
+        file_okay=False,
+    ),
+]
+DEFAULT_DATA_DIR = Path(".souq")
+
+
+def _parse_ports(overrides: list[str]) -> dict[str, int]:
+    ports = dict(DEFAULT_PORTS)
+    for item in overrides:
+        name, _, value = item.partition("=")
+        if name not in ports or not value.isdigit() or not 0 < int(value) < 65536:
+            raise typer.BadParameter(
+                f"{item!r}: expected NAME=PORT with NAME one of {', '.join(ports)}", param_hint="--port"
+            )
+        ports[name] = int(value)
+    return ports
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+@app.command()
+def up(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    port: Annotated[
+        list[str] | None,
+        typer.Option("--port", help="Override a port: NAME=PORT (gateway, catalog, catalog-grpc, ...)."),
+    ] = None,
+) -> None:
+    """Start every service, wait until all are ready, stream their logs; Ctrl-C stops them all."""
+    data_dir = data_dir.resolve()
+    ports = _parse_ports(port or [])
+    previous = RunState.load(data_dir)
+    if previous and previous.supervisor_alive():
+        console.print(f"[red]Souq is already running from {data_dir} (pid {previous.supervisor_pid}).[/]")
+        raise typer.Exit(1)
+    taken = [f"{name} {p}" for name, p in ports.items() if _port_taken(p)]
+    if taken:
+        console.print(f"[red]Ports in use: {', '.join(taken)}. Free them or pass --port NAME=PORT.[/]")
+        raise typer.Exit(1)
+    supervisor = Supervisor(data_dir, ports)
+
+    def announce(seconds: float) -> None:
+        gateway = f"http://127.0.0.1:{ports['gateway']}"
+        lines = [
+            f"[bold green]Souq is up[/] in {seconds:.1f}s (data in {data_dir})",
+            f"  storefront API   {gateway}/api/v1/products",
+            f"  API docs         {gateway}/api/v1/docs",
+        ]
+        lines += [f"  {s.name:<16} {s.http_url(ports)}  (metrics at /metrics)" for s in SERVICES]
+        lines.append("  Ctrl-C stops everything; `souq status` in another terminal shows the processes.")
+        console.print("\n".join(lines))
+
+    try:
+        import uvloop
+
+        uvloop.run(supervisor.run(announce))
+    except ImportError:  # pragma: no cover - Windows
+        asyncio.run(supervisor.run(announce))
+    console.print("[bold]Souq stopped.[/]")
+
+
+@app.command()
+def status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """A table of the services: pid, port, state, restarts, memory."""
+    state = RunState.load(data_dir.resolve())
+    if state is None or not state.supervisor_alive():
+        console.print("Souq is not running.")
+        raise typer.Exit(3)
+    table = Table(title=f"Souq (supervisor pid {state.supervisor_pid})")
+    for column in ("service", "pid", "port", "state", "restarts", "memory"):
+        table.add_column(column, justify="right" if column in {"pid", "restarts", "memory"} else "left")
+    for name, svc in state.services.items():
+        memory = "-"
+        if alive(svc.pid):
+            memory = f"{psutil.Process(svc.pid).memory_info().rss / 2**20:.0f} MiB"
+        port = svc.url.rsplit(":", 1)[-1]
+        table.add_row(name, str(svc.pid or "-"), port, svc.state, str(svc.restarts), memory)
+    console.print(table)
+
+
+@app.command()
+def down(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait before killing.")] = 20.0,
+) -> None:
+    """Stop a running system (the `souq up` of this data directory) and all its services."""
+    state = RunState.load(data_dir.resolve())
+    if state is None or not state.supervisor_alive():
+        console.print("Souq is not running.")
+        return
+    os.kill(state.supervisor_pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    pids = [state.supervisor_pid, *(s.pid for s in state.services.values() if s.pid)]
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in pids:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    console.print("Souq stopped.")
+
+
+@app.command()
+def logs(
+    service: Annotated[str | None, typer.Argument(help="Only this service's lines.")] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    lines: Annotated[int, typer.Option("-n", help="How many lines.")] = 50,
+) -> None:
+    """The last log lines of every service (or one), from the data directory."""
+    path = data_dir.resolve() / "logs" / "souq.log"
+    if not path.exists():
+        console.print(f"No logs in {path.parent}.")
+        raise typer.Exit(1)
+    wanted = [line for line in path.read_text().splitlines() if service is None or line.startswith(f"{service} |")]
+    sys.stdout.write("\n".join(wanted[-lines:]) + "\n")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,188 @@
+"""Run every service as its own process: stream logs, wait for readiness, restart crashes.
+
+One asyncio task per service. A crash is restarted after a backoff that doubles (0.5 s up to
+10 s) and resets once the process has stayed up for a while. SIGINT/SIGTERM stop the gateway
+first (no new traffic), then the others, each with SIGTERM and a grace period before SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import aiohttp
+
+from souq_cli.services import SERVICES, Ports, ServiceSpec
+from souq_cli.state import RunState, ServiceState
+
+BACKOFF_INITIAL_S = 0.5
+BACKOFF_MAX_S = 10.0
+STABLE_AFTER_S = 30.0
+STOP_GRACE_S = 10.0
+_COLORS = ("36", "35", "33", "32", "34", "31")
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the supervisor dies, so no service outlives `souq up`."""
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        data_dir: Path,
+        ports: Ports,
+        *,
+        out: IO[str] = sys.stdout,
+        services: tuple[ServiceSpec, ...] = SERVICES,
+    ) -> None:
+        self.data_dir = data_dir
+        self.ports = dict(ports)
+        self.services = services
+        self.out = out
+        self.color = out.isatty()
+        self.state = RunState(os.getpid(), self.ports)
+        for spec in services:
+            self.state.services[spec.name] = ServiceState(url=spec.http_url(ports))
+        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._stopping = asyncio.Event()
+        self._ready: dict[str, asyncio.Event] = {s.name: asyncio.Event() for s in services}
+        self._log_file: IO[str] | None = None
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self, on_ready: Callable[[float], None]) -> None:
+        """Run until SIGINT or SIGTERM; `on_ready(seconds)` once every service is ready."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "logs").mkdir(exist_ok=True)
+        self._log_file = (self.data_dir / "logs" / "souq.log").open("a", buffering=1)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stopping.set)
+        started = time.monotonic()
+        self._save()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as http:
+            tasks = [asyncio.create_task(self._keep_running(s, http)) for s in self.services]
+            waiter = asyncio.create_task(self._await_all_ready())
+            stop = asyncio.create_task(self._stopping.wait())
+            done, _ = await asyncio.wait({waiter, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if waiter in done:
+                on_ready(time.monotonic() - started)
+                await stop
+            waiter.cancel()
+            await self._stop_all()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._save()
+        self._log_file.close()
+
+    async def _await_all_ready(self) -> None:
+        await asyncio.gather(*(e.wait() for e in self._ready.values()))
+
+    async def _keep_running(self, spec: ServiceSpec, http: aiohttp.ClientSession) -> None:
+        backoff = BACKOFF_INITIAL_S
+        svc = self.state.services[spec.name]
+        env = {
+            **os.environ,
+            **spec.environment(self.ports, self.data_dir),
+            "PYTHONUNBUFFERED": "1",
+        }
+        while not self._stopping.is_set():
+            began = time.monotonic()
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", spec.module,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches only us; we stop children in order
+                preexec_fn=_die_with_parent,
+            )
+            self._procs[spec.name] = proc
+            svc.pid, svc.state, svc.exit_code = proc.pid, "starting", None
+            self._save()
+            pump = asyncio.create_task(self._pump_logs(spec.name, proc))
+            probe = asyncio.create_task(self._probe_ready(spec, svc, http))
+            code = await proc.wait()
+            probe.cancel()
+            await pump
+            svc.exit_code = code
+            if self._stopping.is_set():
+                break
+            if time.monotonic() - began > STABLE_AFTER_S:
+                backoff = BACKOFF_INITIAL_S
+            svc.state = "restarting"
+            self._say(spec.name, f"exited with status {code}; restarting in {backoff:.1f}s")
+            self._save()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+            svc.restarts += 1
+        svc.state = "stopped"
+        self._save()
+
+    async def _probe_ready(
+        self, spec: ServiceSpec, svc: ServiceState, http: aiohttp.ClientSession
+    ) -> None:
+        url = spec.http_url(self.ports) + "/readyz"
+        while True:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with http.get(url) as response:
+                    if response.status == 200:
+                        svc.state = "ready"
+                        self._save()
+                        self._ready[spec.name].set()
+                        return
+            await asyncio.sleep(0.05)
+
+    async def _pump_logs(self, name: str, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            self._say(name, line.decode(errors="replace").rstrip("\n"))
+
+    def _say(self, name: str, text: str) -> None:
+        width = max(len(s.name) for s in self.services)
+        label = f"{name:<{width}} |"
+        if self.color:
+            code = _COLORS[[s.name for s in self.services].index(name) % len(_COLORS)]
+            label = f"\x1b[{code}m{label}\x1b[0m"
+        print(f"{label} {text}", file=self.out, flush=True)
+        if self._log_file is not None:
+            self._log_file.write(f"{name} | {text}\n")
+
+    # -- stopping --------------------------------------------------------------------------
+
+    async def _stop_all(self) -> None:
+        # The gateway first, so no new work reaches the services while they drain.
+        edge = [s.name for s in self.services if s.name == "gateway"]
+        inner = [s.name for s in self.services if s.name != "gateway"]
+        for group in (edge, inner):
+            await asyncio.gather(*(self._stop(name) for name in group))
+
+    async def _stop(self, name: str) -> None:
+        proc = self._procs.get(name)
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+    def _save(self) -> None:
+        self.state.save(self.data_dir)

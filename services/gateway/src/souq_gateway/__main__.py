@@ -1,0 +1,3 @@
+from souq_gateway.main import main
+
+main()

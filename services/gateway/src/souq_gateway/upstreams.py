@@ -1,0 +1,107 @@
+"""The gateway's upstreams: catalog over REST, inventory over gRPC. Adapters only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+from souq.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+
+from souq_chassis.grpc_client import GrpcUpstream
+from souq_chassis.http_client import HttpUpstream
+from souq_gateway.domain import Stock
+
+
+class UpstreamRejected(Exception):
+    """The upstream answered with a client error (4xx) the gateway passes on."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class Money(BaseModel):
+    amount_cents: int
+    currency: str
+
+
+class CatalogProduct(BaseModel):
+    """catalog's product representation (its OpenAPI `ProductBody`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: int
+    sku: str
+    name: str
+    description: str
+    category: str
+    price: Money
+    image_url: str
+
+
+class CatalogPage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    items: list[CatalogProduct]
+    page: int
+    page_size: int
+    total: int
+
+
+class CatalogCategory(BaseModel):
+    slug: str
+    name: str
+
+
+class CatalogClient:
+    def __init__(self, http: HttpUpstream) -> None:
+        self._http = http
+
+    async def product(self, product_id: int) -> CatalogProduct | None:
+        reply = await self._http.request(
+            "GET", f"/v1/products/{product_id}", operation="GetProduct"
+        )
+        if reply.status == 404:
+            return None
+        _raise_for_client_error(reply.status, reply.body)
+        return CatalogProduct.model_validate_json(reply.body)
+
+    async def products(self, params: dict[str, str | int]) -> CatalogPage:
+        reply = await self._http.request("GET", "/v1/products", params=params, operation="ListProducts")
+        _raise_for_client_error(reply.status, reply.body)
+        return CatalogPage.model_validate_json(reply.body)
+
+    async def categories(self) -> list[CatalogCategory]:
+        reply = await self._http.request("GET", "/v1/categories", operation="ListCategories")
+        _raise_for_client_error(reply.status, reply.body)
+        return [CatalogCategory.model_validate(c) for c in reply.json()]
+
+
+def _raise_for_client_error(status: int, body: bytes) -> None:
+    if status >= 400:
+        detail = "The catalog refused the request."
+        try:
+            detail = str(orjson.loads(body).get("detail", detail))
+        except (ValueError, AttributeError):
+            pass
+        raise UpstreamRejected(status, detail)
+
+
+class InventoryClient:
+    def __init__(self, grpc: GrpcUpstream) -> None:
+        self._grpc = grpc
+        self._stub: inventory_pb2_grpc.InventoryServiceStub | None = None
+
+    async def stock(self, skus: Sequence[str]) -> dict[str, Stock]:
+        if self._stub is None:  # the channel exists once the app has started
+            self._stub = inventory_pb2_grpc.InventoryServiceStub(self._grpc.channel)
+        stub = self._stub
+        request = inventory_pb2.GetAvailabilityRequest(skus=list(skus))
+        reply = await self._grpc.call(
+            "GetAvailability",
+            lambda timeout: stub.GetAvailability(request, timeout=timeout),
+            idempotent=True,
+        )
+        return {i.sku: Stock(available=i.available, tracked=i.tracked) for i in reply.items}
