@@ -1,0 +1,40 @@
+"""The committed gRPC stubs are exactly what the .proto files generate."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+CONTRACTS = Path(__file__).resolve().parents[1]
+
+
+def _load_generator():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("generate", CONTRACTS / "generate.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+
+
+def test_committed_stubs_match_the_proto_files(tmp_path: Path) -> None:
+    _load_generator().generate(tmp_path)
+    fresh, committed = _tree(tmp_path), _tree(CONTRACTS / "src")
+    assert fresh.keys() == committed.keys(), "run: .venv/bin/python contracts/generate.py"
+    stale = [name for name in fresh if fresh[name] != committed[name]]
+    assert not stale, f"stale stubs {stale}; run: .venv/bin/python contracts/generate.py"
+
+
+def test_every_service_contract_lives_in_a_versioned_package() -> None:
+    for proto in (CONTRACTS / "proto").rglob("*.proto"):
+        parts = proto.relative_to(CONTRACTS / "proto").parts
+        package = ".".join(parts[:-1])
+        assert f"package {package};" in proto.read_text(), proto
+        assert parts[0] == "souq" and parts[-2].startswith("v"), proto

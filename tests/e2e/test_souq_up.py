@@ -1,0 +1,134 @@
+"""The whole system as a user runs it: `souq up`, through the gateway, with a crash in the middle."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+import pytest
+
+from souq_chassis.testing import free_port
+from souq_cli.services import DEFAULT_PORTS
+from souq_cli.state import RunState, alive
+
+SOUQ = str(Path(sys.executable).with_name("souq"))
+pytestmark = pytest.mark.e2e
+
+
+def get(url: str, timeout: float = 5.0) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, orjson.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, orjson.loads(e.read())
+
+
+def wait_for(what: str, check: Any, timeout_s: float) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+class System:
+    def __init__(self, data_dir: Path, ports: dict[str, int], proc: subprocess.Popen[bytes], log: Path):
+        self.data_dir, self.ports, self.proc, self.log = data_dir, ports, proc, log
+        self.gateway = f"http://127.0.0.1:{ports['gateway']}"
+
+    def state(self) -> RunState:
+        state = RunState.load(self.data_dir)
+        assert state is not None
+        return state
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def system(tmp_path: Path) -> Iterator[System]:
+    ports = {name: free_port() for name in DEFAULT_PORTS}
+    data_dir = tmp_path / "data"
+    log = tmp_path / "souq-up.log"
+    args = [SOUQ, "up", "--data-dir", str(data_dir), *(f"--port={n}={p}" for n, p in ports.items())]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    system = System(data_dir, ports, proc, log)
+    try:
+        wait_for("souq up to be ready", lambda: "Souq is up" in system.output() or proc.poll() is not None, 60)
+        assert proc.poll() is None, system.output()[-3000:]
+        yield system
+    finally:
+        pids = [p.pid for p in (RunState.load(data_dir) or RunState(0, {})).services.values()]
+        subprocess.run([SOUQ, "down", "--data-dir", str(data_dir)], timeout=60, check=False)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        for pid in pids:
+            if alive(pid):
+                psutil.Process(pid).kill()
+        assert not any(alive(pid) for pid in pids), "services outlived souq down"
+
+
+def test_the_system_serves_products_survives_an_inventory_crash_and_recovers(system: System) -> None:
+    status, listing = get(f"{system.gateway}/api/v1/products?page_size=50")
+    assert status == 200
+    assert listing["total"] >= 60
+    categories = {p["category"] for p in listing["items"]}
+    assert len(categories) >= 4
+    assert all(p["availability"] != "unknown" for p in listing["items"])
+    in_stock = next(p for p in listing["items"] if p["availability"] == "in_stock")
+    product_url = f"{system.gateway}/api/v1/products/{in_stock['id']}"
+
+    # Each service's database file is open in that service's process alone.
+    state = system.state()
+    for db in system.data_dir.glob("*.db"):
+        holders = {
+            name for name, svc in state.services.items()
+            if any(Path(f.path) == db for f in psutil.Process(svc.pid).open_files())
+        }
+        assert holders == {db.stem}, (db.name, holders)
+
+    inventory_pid = state.services["inventory"].pid
+    assert inventory_pid
+    psutil.Process(inventory_pid).send_signal(signal.SIGKILL)
+
+    started = time.perf_counter()
+    status, product = get(product_url)
+    elapsed = time.perf_counter() - started
+    assert status == 200
+    assert product["availability"] == "unknown" and product["available_quantity"] is None
+    assert product["price"] == in_stock["price"]
+    assert elapsed < 1.0, f"degraded answer took {elapsed:.2f}s"
+
+    def restarted() -> bool:
+        svc = system.state().services["inventory"]
+        return svc.restarts >= 1 and svc.state == "ready" and svc.pid != inventory_pid
+
+    wait_for("the runner to restart inventory", restarted, 30)
+
+    def recovered() -> dict[str, Any] | None:
+        code, body = get(product_url)
+        return body if code == 200 and body["availability"] != "unknown" else None
+
+    back = wait_for("availability to come back", recovered, 30)
+    assert back["available_quantity"] == in_stock["available_quantity"]
+
+    status_out = subprocess.run(
+        [SOUQ, "status", "--data-dir", str(system.data_dir)], capture_output=True, text=True, timeout=30
+    )
+    assert status_out.returncode == 0, status_out.stdout + status_out.stderr
+    for name in ("catalog", "inventory", "gateway"):
+        assert name in status_out.stdout
+    assert "inventory" in system.output() and "restarting" in system.output()
