@@ -13,7 +13,7 @@ CATEGORY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
 MAX_PRICE_CENTS = 100_000_000  # 1,000,000.00 in any currency
 MAX_SEARCH_TERMS = 8
-_WORD = re.compile(r"\w+", re.UNICODE)
+_WORD = re.compile(r"[^\W_]+")  # letters and digits; "_" separates, as in the index
 
 
 class CatalogError(Exception):
@@ -51,7 +51,7 @@ class Money:
             raise InvalidProduct("amount_cents must be an integer number of cents.")
         if not 0 < self.amount_cents <= MAX_PRICE_CENTS:
             raise InvalidProduct(f"amount_cents must be between 1 and {MAX_PRICE_CENTS}.")
-        if not CURRENCY_PATTERN.match(self.currency):
+        if not CURRENCY_PATTERN.fullmatch(self.currency):
             raise InvalidProduct("currency must be a three-letter ISO 4217 code.")
 
 
@@ -71,11 +71,11 @@ class NewProduct:
     image_url: str
 
     def __post_init__(self) -> None:
-        if not SKU_PATTERN.match(self.sku):
+        if not SKU_PATTERN.fullmatch(self.sku):
             raise InvalidProduct("sku must be 3-40 upper-case letters, digits or dashes.")
         if not self.name.strip():
             raise InvalidProduct("name must not be blank.")
-        if not CATEGORY_PATTERN.match(self.category):
+        if not CATEGORY_PATTERN.fullmatch(self.category):
             raise InvalidProduct("category must be a lower-case slug.")
 
 

@@ -20,7 +20,7 @@ from souq_catalog.repository import ProductRepository
 from souq_catalog.rpc import CatalogServicer
 from souq_catalog.service import CatalogService
 from souq_chassis.app import create_app
-from souq_chassis.db import create_engine, ping
+from souq_chassis.db import open_database
 from souq_chassis.grpc_server import GrpcServer
 from souq_chassis.metrics import Metrics
 from souq_chassis.runner import serve
@@ -59,10 +59,8 @@ def demo_catalog() -> tuple[list[Category], list[NewProduct]]:
 
 def build_app(settings: CatalogSettings, *, tracer_provider: Any = None) -> FastAPI:
     metrics = Metrics()
-    engine = create_engine(
-        settings.resolved_database_url(SERVICE), tracer_provider=tracer_provider
-    )
-    catalog = CatalogService(ProductRepository(engine))
+    db = open_database(settings.resolved_database_url(SERVICE), tracer_provider=tracer_provider)
+    catalog = CatalogService(ProductRepository(db))
     grpc_server = GrpcServer(
         settings.grpc_host,
         settings.grpc_port,
@@ -78,14 +76,14 @@ def build_app(settings: CatalogSettings, *, tracer_provider: Any = None) -> Fast
         async with grpc_server.running(settings.shutdown_grace_s):
             log.info("serving", http_port=settings.http_port, grpc_port=grpc_server.port)
             yield
-        await engine.dispose()
+        await db.dispose()
 
     app = create_app(
         title="Souq catalog",
         version=settings.version,
         metrics=metrics,
         lifespan=lifespan,
-        readiness={"database": lambda: ping(engine)},
+        readiness={"database": db.ping},
         max_body_bytes=settings.max_body_bytes,
     )
     api.include(app, catalog)

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    bindparam,
     CheckConstraint,
     Column,
     DateTime,
@@ -25,9 +26,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from souq_catalog.domain import Category, Money, NewProduct, Product, SkuAlreadyExists
+from souq_chassis.db import Database
 
 metadata = MetaData()
 
@@ -66,6 +67,30 @@ _PRODUCT_COLUMNS = (
 )
 
 
+# Statements are built once: building a select() costs more than running it.
+_SELECT_PRODUCTS = select(*_PRODUCT_COLUMNS)
+_BY_ID = _SELECT_PRODUCTS.where(products.c.id == bindparam("id"))
+_BY_SKU = _SELECT_PRODUCTS.where(products.c.sku == bindparam("sku"))
+_BY_IDS = _SELECT_PRODUCTS.where(products.c.id.in_(bindparam("ids", expanding=True)))
+_CATEGORIES = select(categories).order_by(categories.c.name)
+_CATEGORY_EXISTS = select(categories.c.slug).where(categories.c.slug == bindparam("slug"))
+_COUNT_PRODUCTS = select(func.count()).select_from(products)
+_INSERT_PRODUCT = insert(products)
+_SET_PRICE = (
+    update(products)
+    .where(products.c.id == bindparam("product_id"))
+    .values(
+        price_amount_cents=bindparam("amount_cents"),
+        price_currency=bindparam("currency"),
+        updated_at=bindparam("now"),
+    )
+)
+_FTS_MATCH = (
+    text("SELECT rowid FROM products_fts WHERE products_fts MATCH :q")
+    .columns(column("rowid", Integer))
+)
+
+
 def _product(row: Any) -> Product:
     return Product(
         id=row.id,
@@ -83,131 +108,100 @@ def _fts_query(terms: Sequence[str]) -> str:
     return " ".join('"' + term.replace('"', '""') + '"*' for term in terms)
 
 
+def _row_of(new: NewProduct, now: datetime) -> dict[str, Any]:
+    return {
+        "sku": new.sku,
+        "name": new.name,
+        "description": new.description,
+        "category": new.category,
+        "price_amount_cents": new.price.amount_cents,
+        "price_currency": new.price.currency,
+        "image_url": new.image_url,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 class ProductRepository:
     """The catalog's own tables; nobody else reads them."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def get(self, product_id: int) -> Product | None:
-        async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(select(*_PRODUCT_COLUMNS).where(products.c.id == product_id))
-            ).first()
+        row = await self._db.one(_BY_ID, {"id": product_id})
         return _product(row) if row else None
 
     async def get_by_sku(self, sku: str) -> Product | None:
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(select(*_PRODUCT_COLUMNS).where(products.c.sku == sku))).first()
+        row = await self._db.one(_BY_SKU, {"sku": sku})
         return _product(row) if row else None
 
     async def get_many(self, ids: Iterable[int]) -> list[Product]:
-        async with self._engine.connect() as conn:
-            rows = await conn.execute(select(*_PRODUCT_COLUMNS).where(products.c.id.in_(list(ids))))
-        return [_product(row) for row in rows]
+        return [_product(row) for row in await self._db.all(_BY_IDS, {"ids": list(ids)})]
 
     async def list(
         self, *, offset: int, limit: int, category: str | None
     ) -> tuple[list[Product], int]:
-        query = select(*_PRODUCT_COLUMNS)
-        count = select(func.count()).select_from(products)
-        if category:
-            query = query.where(products.c.category == category)
-            count = count.where(products.c.category == category)
-        query = query.order_by(products.c.id).offset(offset).limit(limit)
-        async with self._engine.connect() as conn:
-            total = (await conn.execute(count)).scalar_one()
-            rows = await conn.execute(query)
-            return [_product(row) for row in rows], total
+        return await self._page(None, offset=offset, limit=limit, category=category)
 
     async def search(
         self, terms: Sequence[str], *, offset: int, limit: int, category: str | None
     ) -> tuple[list[Product], int]:
-        matched = (
-            text("SELECT rowid FROM products_fts WHERE products_fts MATCH :q")
-            .bindparams(q=_fts_query(terms))
-            .columns(column("rowid", Integer))
-        )
-        query = select(*_PRODUCT_COLUMNS).where(products.c.id.in_(matched))
-        count = select(func.count()).select_from(products).where(products.c.id.in_(matched))
+        return await self._page(_fts_query(terms), offset=offset, limit=limit, category=category)
+
+    async def _page(
+        self, match: str | None, *, offset: int, limit: int, category: str | None
+    ) -> tuple[list[Product], int]:
+        query, count = _SELECT_PRODUCTS, _COUNT_PRODUCTS
+        params: dict[str, Any] = {}
+        if match is not None:
+            matched = products.c.id.in_(_FTS_MATCH)
+            query, count = query.where(matched), count.where(matched)
+            params["q"] = match
         if category:
             query = query.where(products.c.category == category)
             count = count.where(products.c.category == category)
         query = query.order_by(products.c.id).offset(offset).limit(limit)
-        async with self._engine.connect() as conn:
-            total = (await conn.execute(count)).scalar_one()
-            rows = await conn.execute(query)
-            return [_product(row) for row in rows], total
+        total = await self._db.scalar(count, params)
+        rows = await self._db.all(query, params)
+        return [_product(row) for row in rows], total
 
     async def categories(self) -> list[Category]:
-        async with self._engine.connect() as conn:
-            rows = await conn.execute(select(categories).order_by(categories.c.name))
-        return [Category(row.slug, row.name) for row in rows]
+        return [Category(row.slug, row.name) for row in await self._db.all(_CATEGORIES)]
 
     async def category_exists(self, slug: str) -> bool:
-        async with self._engine.connect() as conn:
-            found = await conn.execute(select(categories.c.slug).where(categories.c.slug == slug))
-            return found.first() is not None
+        return await self._db.one(_CATEGORY_EXISTS, {"slug": slug}) is not None
 
     async def add(self, new: NewProduct) -> Product:
-        now = datetime.now(UTC)
         try:
-            async with self._engine.begin() as conn:
-                result = await conn.execute(
-                    insert(products).values(
-                        sku=new.sku,
-                        name=new.name,
-                        description=new.description,
-                        category=new.category,
-                        price_amount_cents=new.price.amount_cents,
-                        price_currency=new.price.currency,
-                        image_url=new.image_url,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-                product_id = result.inserted_primary_key[0]
+            async with self._db.transaction() as tx:
+                result = await tx.execute(_INSERT_PRODUCT, _row_of(new, datetime.now(UTC)))
+                product_id = result.inserted_primary_key[0]  # type: ignore[attr-defined]
         except IntegrityError as exc:
             raise SkuAlreadyExists(new.sku) from exc
-        return Product(product_id, new.sku, new.name, new.description, new.category, new.price,
-                       new.image_url)
+        return Product(
+            product_id, new.sku, new.name, new.description, new.category, new.price, new.image_url
+        )
 
     async def set_price(self, product_id: int, price: Money) -> bool:
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                update(products)
-                .where(products.c.id == product_id)
-                .values(
-                    price_amount_cents=price.amount_cents,
-                    price_currency=price.currency,
-                    updated_at=datetime.now(UTC),
-                )
+        async with self._db.transaction() as tx:
+            result = await tx.execute(
+                _SET_PRICE,
+                {
+                    "product_id": product_id,
+                    "amount_cents": price.amount_cents,
+                    "currency": price.currency,
+                    "now": datetime.now(UTC),
+                },
             )
-            return result.rowcount == 1
+            return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
     async def is_empty(self) -> bool:
-        async with self._engine.connect() as conn:
-            return (await conn.execute(select(func.count()).select_from(products))).scalar_one() == 0
+        return await self._db.scalar(_COUNT_PRODUCTS) == 0
 
     async def add_catalog(self, cats: Sequence[Category], items: Sequence[NewProduct]) -> None:
         """Load a whole catalog in one transaction (demo seed)."""
         now = datetime.now(UTC)
-        async with self._engine.begin() as conn:
-            await conn.execute(insert(categories), [{"slug": c.slug, "name": c.name} for c in cats])
-            await conn.execute(
-                insert(products),
-                [
-                    {
-                        "sku": p.sku,
-                        "name": p.name,
-                        "description": p.description,
-                        "category": p.category,
-                        "price_amount_cents": p.price.amount_cents,
-                        "price_currency": p.price.currency,
-                        "image_url": p.image_url,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for p in items
-                ],
-            )
+        async with self._db.transaction() as tx:
+            await tx.execute(insert(categories), [{"slug": c.slug, "name": c.name} for c in cats])
+            await tx.execute(_INSERT_PRODUCT, [_row_of(p, now) for p in items])

@@ -20,7 +20,7 @@ from souq_inventory.repository import StockRepository
 from souq_inventory.rpc import InventoryServicer
 from souq_inventory.service import InventoryService
 from souq_chassis.app import create_app
-from souq_chassis.db import create_engine, ping
+from souq_chassis.db import open_database
 from souq_chassis.grpc_server import GrpcServer
 from souq_chassis.metrics import Metrics
 from souq_chassis.runner import serve
@@ -47,10 +47,8 @@ def demo_stock() -> list[StockLevel]:
 
 def build_app(settings: InventorySettings, *, tracer_provider: Any = None) -> FastAPI:
     metrics = Metrics()
-    engine = create_engine(
-        settings.resolved_database_url(SERVICE), tracer_provider=tracer_provider
-    )
-    inventory = InventoryService(StockRepository(engine))
+    db = open_database(settings.resolved_database_url(SERVICE), tracer_provider=tracer_provider)
+    inventory = InventoryService(StockRepository(db))
     servicer = InventoryServicer(inventory)
     grpc_server = GrpcServer(
         settings.grpc_host,
@@ -67,14 +65,14 @@ def build_app(settings: InventorySettings, *, tracer_provider: Any = None) -> Fa
         async with grpc_server.running(settings.shutdown_grace_s):
             log.info("serving", http_port=settings.http_port, grpc_port=grpc_server.port)
             yield
-        await engine.dispose()
+        await db.dispose()
 
     app = create_app(
         title="Souq inventory",
         version=settings.version,
         metrics=metrics,
         lifespan=lifespan,
-        readiness={"database": lambda: ping(engine)},
+        readiness={"database": db.ping},
         max_body_bytes=settings.max_body_bytes,
     )
     api.include(app, inventory)

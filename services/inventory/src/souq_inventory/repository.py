@@ -14,14 +14,14 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    bindparam,
     func,
     insert,
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from souq_chassis.db import Database
 from souq_inventory.domain import StockLevel
 
 metadata = MetaData()
@@ -39,54 +39,56 @@ stock = Table(
 )
 
 
+_BY_SKU = select(stock).where(stock.c.sku == bindparam("sku"))
+_BY_SKUS = select(stock).where(stock.c.sku.in_(bindparam("skus", expanding=True)))
+_ADD_UNITS = (
+    update(stock)
+    .where(stock.c.sku == bindparam("target_sku"))
+    .values(on_hand=stock.c.on_hand + bindparam("quantity"), updated_at=bindparam("now"))
+)
+_INSERT = insert(stock)
+_COUNT = select(func.count()).select_from(stock)
+
+
 def _level(row: Any) -> StockLevel:
     return StockLevel(row.sku, row.on_hand, row.reserved)
 
 
 class StockRepository:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def get(self, sku: str) -> StockLevel | None:
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(select(stock).where(stock.c.sku == sku))).first()
+        row = await self._db.one(_BY_SKU, {"sku": sku})
         return _level(row) if row else None
 
     async def get_many(self, skus: Iterable[str]) -> dict[str, StockLevel]:
-        async with self._engine.connect() as conn:
-            rows = await conn.execute(select(stock).where(stock.c.sku.in_(list(skus))))
+        rows = await self._db.all(_BY_SKUS, {"skus": list(skus)})
         return {row.sku: _level(row) for row in rows}
 
     async def add_units(self, sku: str, quantity: int) -> StockLevel:
         """Add units to a SKU, creating its record on first restock."""
         now = datetime.now(UTC)
-        for _ in range(2):  # a concurrent first restock may insert between our update and insert
-            try:
-                async with self._engine.begin() as conn:
-                    updated = await conn.execute(
-                        update(stock)
-                        .where(stock.c.sku == sku)
-                        .values(on_hand=stock.c.on_hand + quantity, updated_at=now)
-                    )
-                    if updated.rowcount == 0:
-                        await conn.execute(
-                            insert(stock).values(sku=sku, on_hand=quantity, reserved=0, updated_at=now)
-                        )
-                    row = (await conn.execute(select(stock).where(stock.c.sku == sku))).one()
-                    return _level(row)
-            except IntegrityError:
-                continue
-        raise RuntimeError(f"could not restock {sku}")
+        async with self._db.transaction() as tx:
+            updated = await tx.execute(
+                _ADD_UNITS, {"target_sku": sku, "quantity": quantity, "now": now}
+            )
+            if updated.rowcount == 0:  # type: ignore[attr-defined]
+                await tx.execute(
+                    _INSERT, {"sku": sku, "on_hand": quantity, "reserved": 0, "updated_at": now}
+                )
+            row = await tx.one(_BY_SKU, {"sku": sku})
+        assert row is not None
+        return _level(row)
 
     async def is_empty(self) -> bool:
-        async with self._engine.connect() as conn:
-            return (await conn.execute(select(func.count()).select_from(stock))).scalar_one() == 0
+        return await self._db.scalar(_COUNT) == 0
 
     async def add_levels(self, levels: Sequence[StockLevel]) -> None:
         now = datetime.now(UTC)
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                insert(stock),
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                _INSERT,
                 [
                     {"sku": s.sku, "on_hand": s.on_hand, "reserved": s.reserved, "updated_at": now}
                     for s in levels
