@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -84,6 +84,16 @@ def create_app(
         title=title,
         version=version,
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry: a server span per request (W3C trace context in and out)
+        # on the global tracer provider. Metrics are ours (Prometheus), logs are ours
+        # (structlog); per-operation spans cost more than they tell.
+        telemetry={
+            "tracing": True,
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+            "exclude": _is_operational,
+        },
         openapi_url=f"{openapi_prefix}/openapi.json",
         docs_url=f"{openapi_prefix}/docs",
         redoc_url=None,
@@ -108,8 +118,8 @@ def create_app(
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # Added last, so it runs first: every response, errors included, carries the request id.
-    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)  # type: ignore[arg-type]
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)  # type: ignore[arg-type]
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)
     return app
 
 
@@ -122,10 +132,10 @@ async def _run_check(check: ReadinessCheck) -> str:
     return "ok"
 
 
-def instrument_app(app: FastAPI, tracer_provider: Any) -> None:
-    """Trace every HTTP request (W3C trace context) except the health and metrics endpoints."""
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    FastAPIInstrumentor.instrument_app(
-        app, tracer_provider=tracer_provider, excluded_urls="healthz,readyz,metrics"
-    )
+_OPERATIONAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _is_operational(scope: MutableMapping[str, Any]) -> bool:
+    """Probes and scrapes are not traced."""
+    return scope.get("path") in _OPERATIONAL_PATHS

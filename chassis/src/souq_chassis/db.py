@@ -144,7 +144,7 @@ class ServerDatabase(Database):
     async def execute(self, statement: Executable, params: Params = None) -> Result[Any]:
         async with self.engine.connect() as connection:
             result = await connection.execute(statement, params)
-            return result.freeze()()  # type: ignore[no-any-return]
+            return result.freeze()()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from http import HTTPStatus
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -17,7 +18,8 @@ log = structlog.get_logger("souq.problems")
 
 
 def request_id_of(request: Request) -> str | None:
-    return request.scope.get("state", {}).get("request_id")
+    request_id: str | None = request.scope.get("state", {}).get("request_id")
+    return request_id
 
 
 def problem(
@@ -26,7 +28,7 @@ def problem(
     *,
     title: str | None = None,
     request_id: str | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
     **extra: Any,
 ) -> Response:
     """A problem+json response; `extra` adds members such as `errors`."""

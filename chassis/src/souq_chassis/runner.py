@@ -50,7 +50,6 @@ def serve(
     migrations: Path | None = None,
 ) -> None:
     """A service's whole `main()`: logs, tracing, migrations, app, then serve until signalled."""
-    from souq_chassis.app import instrument_app
     from souq_chassis.db import apply_migrations
     from souq_chassis.logs import configure_logging
     from souq_chassis.tracing import configure_tracing
@@ -60,7 +59,6 @@ def serve(
     if database_url and migrations:
         apply_migrations(database_url, migrations)
     app = build_app(settings, tracer_provider=provider)
-    instrument_app(app, provider)
     try:
         run(app, settings)
     finally:

@@ -26,13 +26,17 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    """`python -m <module>` as a real process, ready when its /readyz answers 200.
+    """`python -m <module>` as a real process, up when `ready_path` (/readyz) answers 200.
 
-    Its output goes to a file, shown in the error if it does not come up.
+    Its output goes to a file, shown in the error if it does not come up. A process that is
+    meant to stay unready (its dependency is down on purpose) waits on /healthz instead.
     """
 
-    def __init__(self, module: str, http_port: int, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, module: str, http_port: int, env: Mapping[str, str], ready_path: str = "/readyz"
+    ) -> None:
         self.module = module
+        self.ready_path = ready_path
         self.http_port = http_port
         self.url = f"http://127.0.0.1:{http_port}"
         self._env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
@@ -61,7 +65,7 @@ class ServiceProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.module} exited ({self.proc.returncode}):\n{self.output()}")
             try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=1) as response:
+                with urllib.request.urlopen(self.url + self.ready_path, timeout=1) as response:
                     if response.status == 200:
                         return
             except OSError:

@@ -15,8 +15,8 @@ def configure_tracing(service: str, version: str, sample_ratio: float = 1.0) -> 
     """Install the global tracer provider; export over OTLP only if OTEL_EXPORTER_OTLP_ENDPOINT is set.
 
     Also instruments the client and server libraries every service uses (aiohttp client,
-    gRPC aio client and server); FastAPI apps and SQLAlchemy engines are instrumented where
-    they are built, by `instrument_app` and `souq_chassis.db.create_engine`.
+    gRPC aio client and server). FastAPI traces requests itself on this provider (see
+    `souq_chassis.app.create_app`); databases are instrumented by `souq_chassis.db`.
     """
     provider = TracerProvider(
         resource=Resource.create({"service.name": service, "service.version": version}),
@@ -35,6 +35,6 @@ def configure_tracing(service: str, version: str, sample_ratio: float = 1.0) -> 
     )
 
     AioHttpClientInstrumentor().instrument(tracer_provider=provider)
-    GrpcAioInstrumentorClient().instrument(tracer_provider=provider)
-    GrpcAioInstrumentorServer().instrument(tracer_provider=provider)
+    GrpcAioInstrumentorClient().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
+    GrpcAioInstrumentorServer().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
     return provider

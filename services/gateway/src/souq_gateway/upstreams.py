@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import grpc
 import orjson
 from pydantic import BaseModel, ConfigDict
 from souq.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 
 from souq_chassis.grpc_client import GrpcUpstream
 from souq_chassis.http_client import HttpUpstream
+from souq_chassis.resilience import UpstreamUnavailable
 from souq_gateway.domain import Stock
 
 
@@ -99,9 +101,12 @@ class InventoryClient:
             self._stub = inventory_pb2_grpc.InventoryServiceStub(self._grpc.channel)
         stub = self._stub
         request = inventory_pb2.GetAvailabilityRequest(skus=list(skus))
-        reply = await self._grpc.call(
-            "GetAvailability",
-            lambda timeout: stub.GetAvailability(request, timeout=timeout),
-            idempotent=True,
-        )
+        try:
+            reply = await self._grpc.call(
+                "GetAvailability",
+                lambda timeout: stub.GetAvailability(request, timeout=timeout),
+                idempotent=True,
+            )
+        except grpc.aio.AioRpcError as exc:  # a refusal tells the storefront no more than silence
+            raise UpstreamUnavailable("inventory", f"{exc.code().name}: {exc.details()}") from exc
         return {i.sku: Stock(available=i.available, tracked=i.tracked) for i in reply.items}

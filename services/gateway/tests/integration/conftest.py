@@ -6,8 +6,6 @@ Fixtures start processes and always stop them. Test modules cannot import this f
 
 from __future__ import annotations
 
-import time
-import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -29,7 +27,7 @@ MetricReader = Callable[..., Awaitable[float]]
 def _gateway(
     catalog_url: str,
     inventory_target: str,
-    process: type[ServiceProcess] = ServiceProcess,
+    ready_path: str = "/readyz",
     **settings: object,
 ) -> ServiceProcess:
     """A gateway (not started); `settings` are GATEWAY_* variables by lower-case suffix."""
@@ -41,33 +39,12 @@ def _gateway(
         "GATEWAY_INVENTORY_TARGET": inventory_target,
         **{f"GATEWAY_{name.upper()}": str(value) for name, value in settings.items()},
     }
-    return process("souq_gateway", http_port, env)
+    return ServiceProcess("souq_gateway", http_port, env, ready_path)
 
 
 def _nothing_listens() -> str:
     """host:port where nothing listens."""
     return f"127.0.0.1:{free_port()}"
-
-
-class _AliveProcess(ServiceProcess):
-    """Up once /healthz answers: for a gateway whose catalog is down on purpose, whose
-    /readyz rightly stays 503."""
-
-    def wait_ready(self, timeout_s: float = 20.0) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.module} exited ({self.proc.returncode}):\n{self.output()}")
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise TimeoutError(f"{self.module} not alive in {timeout_s}s:\n{self.output()}")
 
 
 @dataclass(frozen=True)
@@ -106,7 +83,9 @@ def _system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_System]:
         },
     )
     target = f"127.0.0.1:{inventory_grpc}"
-    system = _System(catalog, inventory, target, _gateway(catalog.url, target))
+    # Generous deadlines: on a busy machine a slow answer must not pass for a missing one here.
+    gateway = _gateway(catalog.url, target, inventory_timeout_s=2, catalog_timeout_s=5)
+    system = _System(catalog, inventory, target, gateway)
     processes = [system.catalog, system.inventory, system.gateway]
     with ExitStack() as stack:
         for process in processes:
@@ -134,7 +113,7 @@ def gateway(_system: _System) -> ServiceProcess:
 
 @pytest.fixture(scope="session")
 def new_gateway(catalog: ServiceProcess) -> GatewayFactory:
-    """Build (not start) a gateway in front of the real catalog: new_gateway(inventory_target, **settings)."""
+    """`new_gateway(inventory_target, **settings)`: an unstarted gateway before the catalog."""
 
     def build(inventory_target: str, **settings: object) -> ServiceProcess:
         return _gateway(catalog.url, inventory_target, **settings)
@@ -153,7 +132,8 @@ def gateway_without_inventory(new_gateway: GatewayFactory) -> Iterator[ServicePr
 def gateway_without_catalog(_system: _System) -> Iterator[ServiceProcess]:
     """A gateway whose catalog URL is a port where nothing listens (its inventory is real)."""
     url = f"http://{_nothing_listens()}"
-    with _gateway(url, _system.inventory_target, _AliveProcess) as gateway:
+    # Its /readyz rightly stays 503, so it counts as up once it is alive.
+    with _gateway(url, _system.inventory_target, "/healthz") as gateway:
         yield gateway
 
 

@@ -13,7 +13,7 @@ from souq_chassis.testing import ServiceProcess
 
 API = "/api/v1"
 INVENTORY_DEADLINE_S = 0.25  # the gateway's default GATEWAY_INVENTORY_TIMEOUT_S
-WELL_UNDER_A_SECOND = 0.75
+WELL_UNDER_A_SECOND = INVENTORY_DEADLINE_S + 0.5  # the deadline, plus room for a busy machine
 
 
 async def timed_get(http: aiohttp.ClientSession, url: str) -> tuple[int, Any, float]:
@@ -24,7 +24,9 @@ async def timed_get(http: aiohttp.ClientSession, url: str) -> tuple[int, Any, fl
     return response.status, body, time.perf_counter() - start
 
 
-async def catalog_product(http: aiohttp.ClientSession, catalog: ServiceProcess, product_id: int) -> Any:
+async def catalog_product(
+    http: aiohttp.ClientSession, catalog: ServiceProcess, product_id: int
+) -> Any:
     async with http.get(f"{catalog.url}/v1/products/{product_id}") as response:
         assert response.status == 200
         return await response.json()
@@ -36,7 +38,9 @@ async def test_without_inventory_a_product_still_shows_with_availability_unknown
     product = await catalog_product(http, catalog, 7)
 
     for _ in range(3):  # the first calls fail at the socket, later ones at the open breaker
-        status, page, elapsed = await timed_get(http, f"{gateway_without_inventory.url}{API}/products/7")
+        status, page, elapsed = await timed_get(
+            http, f"{gateway_without_inventory.url}{API}/products/7"
+        )
         assert status == 200, page
         assert {k: page[k] for k in product} == product
         assert page["availability"] == "unknown"
@@ -56,7 +60,9 @@ async def test_without_inventory_every_listed_item_is_unknown(
     assert status == 200
     assert [p["id"] for p in listing["items"]] == [p["id"] for p in from_catalog["items"]]
     assert len(listing["items"]) == listing["total"] == from_catalog["total"] > 0
-    assert {(p["availability"], p["available_quantity"]) for p in listing["items"]} == {("unknown", None)}
+    assert {(p["availability"], p["available_quantity"]) for p in listing["items"]} == {
+        ("unknown", None)
+    }
     assert elapsed < WELL_UNDER_A_SECOND
 
 
@@ -72,7 +78,9 @@ async def test_without_catalog_a_product_page_is_a_503_problem_to_retry(
 ) -> None:
     start = time.perf_counter()
     headers = {"X-Request-ID": "catalog-down-1"}
-    async with http.get(f"{gateway_without_catalog.url}{API}/products/1", headers=headers) as response:
+    async with http.get(
+        f"{gateway_without_catalog.url}{API}/products/1", headers=headers
+    ) as response:
         text = await response.text()
         status, content_type = response.status, response.content_type
         retry_after = response.headers.get("Retry-After")
@@ -82,7 +90,11 @@ async def test_without_catalog_a_product_page_is_a_503_problem_to_retry(
     assert retry_after is not None and int(retry_after) > 0
     body = json.loads(text)
     assert set(body) == {"type", "title", "status", "detail", "request_id"}
-    assert (body["status"], body["title"], body["request_id"]) == (503, "Service Unavailable", "catalog-down-1")
+    assert (body["status"], body["title"], body["request_id"]) == (
+        503,
+        "Service Unavailable",
+        "catalog-down-1",
+    )
     assert "catalog" in body["detail"]
     assert "Traceback" not in text and 'File "' not in text and ".py" not in text
     assert elapsed < 1.5  # bounded by the catalog deadline (1 s), not hanging

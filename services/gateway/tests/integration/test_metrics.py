@@ -58,7 +58,12 @@ async def test_a_product_page_is_one_catalog_call_and_one_inventory_call(
     http: aiohttp.ClientSession, gateway: ServiceProcess, metric: MetricReader
 ) -> None:
     catalog = {"kind": "http", "upstream": "catalog", "operation": "GetProduct", "outcome": "ok"}
-    inventory = {"kind": "grpc", "upstream": "inventory", "operation": "GetAvailability", "outcome": "ok"}
+    inventory = {
+        "kind": "grpc",
+        "upstream": "inventory",
+        "operation": "GetAvailability",
+        "outcome": "ok",
+    }
     catalog_before = await metric(gateway.url, "upstream_requests_total", **catalog)
     inventory_before = await metric(gateway.url, "upstream_requests_total", **inventory)
 
@@ -90,7 +95,9 @@ async def test_upstream_call_durations_are_recorded(
 
     assert await fetch(http, f"{gateway.url}{API}/products/5") == 200
 
-    assert await metric(gateway.url, "upstream_request_duration_seconds_count", **labels) == before + 1
+    assert (
+        await metric(gateway.url, "upstream_request_duration_seconds_count", **labels) == before + 1
+    )
     assert await metric(gateway.url, "upstream_request_duration_seconds_sum", **labels) > 0
 
 
@@ -105,7 +112,9 @@ async def test_the_inventory_breaker_is_closed_while_inventory_answers_and_open_
         assert await fetch(http, f"{gateway_without_inventory.url}{API}/products/6") == 200
 
     healthy = await metric(gateway.url, "circuit_breaker_state", upstream="inventory")
-    cut_off = await metric(gateway_without_inventory.url, "circuit_breaker_state", upstream="inventory")
+    cut_off = await metric(
+        gateway_without_inventory.url, "circuit_breaker_state", upstream="inventory"
+    )
     assert (healthy, cut_off) == (0, 2)  # 0 closed, 2 open
     failed = {"upstream": "inventory", "outcome": "error"}
     rejected = {"upstream": "inventory", "outcome": "rejected"}

@@ -211,8 +211,20 @@ async def test_an_overlong_request_id_is_replaced(
     http: aiohttp.ClientSession, gateway: ServiceProcess
 ) -> None:
     overlong = "r" * 129
-    async with http.get(f"{gateway.url}{API}/products/1", headers={"X-Request-ID": overlong}) as response:
+    async with http.get(
+        f"{gateway.url}{API}/products/1", headers={"X-Request-ID": overlong}
+    ) as response:
         assert response.status == 200
         given = response.headers["X-Request-ID"]
 
     assert given and given != overlong
+
+
+async def test_a_search_catalog_refuses_is_a_422_problem_with_catalogs_reason(
+    http: aiohttp.ClientSession, gateway: ServiceProcess
+) -> None:
+    async with http.get(f"{gateway.url}{API}/products", params={"q": "!!!"}) as response:
+        assert response.status == 422
+        body = await problem_of(response)
+
+    assert "letter or digit" in body["detail"]

@@ -29,18 +29,22 @@ MetricReader = Callable[..., Awaitable[float]]
 
 
 class ControllableInventory(inventory_pb2_grpc.InventoryServiceServicer):
-    """Says every SKU has `available` units, after `delay_s` seconds; counts the calls."""
+    """Says every SKU has `available` units, after `delay_s` seconds, or refuses with the
+    status code `refusal`; counts the calls."""
 
     def __init__(self) -> None:
         self.delay_s = 0.0
         self.available = 42
+        self.refusal: grpc.StatusCode | None = None
         self.calls = 0
 
-    async def GetAvailability(  # noqa: N802 - the name is the contract's
+    async def GetAvailability(  # the name is the contract's
         self, request: inventory_pb2.GetAvailabilityRequest, context: grpc.aio.ServicerContext
     ) -> inventory_pb2.GetAvailabilityResponse:
         self.calls += 1
         await asyncio.sleep(self.delay_s)
+        if self.refusal is not None:
+            await context.abort(self.refusal, "refused on purpose")
         return inventory_pb2.GetAvailabilityResponse(
             items=[
                 inventory_pb2.Availability(sku=sku, available=self.available, tracked=True)
@@ -65,11 +69,13 @@ def fake_inventory() -> Iterator[tuple[ControllableInventory, str]]:
         await server.start()
         return server
 
-    server = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=10)
     try:
-        yield servicer, target
+        server = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=10)
+        try:
+            yield servicer, target
+        finally:
+            asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(timeout=10)
     finally:
-        asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
@@ -119,7 +125,7 @@ async def slow_inventory(
 ) -> AsyncIterator[ControllableInventory]:
     """Inventory turns slow, starting from a gateway that trusts it (breaker closed)."""
     servicer, _ = fake_inventory
-    servicer.delay_s, servicer.available = 0.0, 42
+    servicer.delay_s, servicer.available, servicer.refusal = 0.0, 42, None
     page = await until_available(http, gateway_to_fake, within_s=5)
     assert page["availability"] == "in_stock", "the gateway never got a prompt answer"
     servicer.delay_s = SLOW_S
@@ -164,7 +170,10 @@ async def test_once_the_breaker_opens_pages_no_longer_wait_for_inventory(
     assert elapsed < DEADLINE_S  # it did not wait for the deadline
     assert slow_inventory.calls == calls  # it did not even ask
     assert await metric(gateway_to_fake.url, "circuit_breaker_state", upstream="inventory") == 2
-    assert await metric(gateway_to_fake.url, "upstream_requests_total", **rejected) == rejected_before + 1
+    assert (
+        await metric(gateway_to_fake.url, "upstream_requests_total", **rejected)
+        == rejected_before + 1
+    )
 
 
 async def test_a_slow_list_page_is_unknown_for_every_item_within_the_deadline(
@@ -179,7 +188,9 @@ async def test_a_slow_list_page_is_unknown_for_every_item_within_the_deadline(
     elapsed = time.perf_counter() - start
 
     assert len(listing["items"]) == 12
-    assert {(p["availability"], p["available_quantity"]) for p in listing["items"]} == {("unknown", None)}
+    assert {(p["availability"], p["available_quantity"]) for p in listing["items"]} == {
+        ("unknown", None)
+    }
     assert elapsed < 0.75
 
 
@@ -205,3 +216,33 @@ async def test_availability_comes_back_by_itself_once_inventory_is_prompt_again(
     assert (recovered["availability"], recovered["available_quantity"]) == ("low_stock", 3)
     assert BREAKER_RESET_S * 0.8 <= recovered_after < BREAKER_RESET_S + 2
     assert await metric(gateway_to_fake.url, "circuit_breaker_state", upstream="inventory") == 0
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.PERMISSION_DENIED,
+    ],
+)
+async def test_an_inventory_that_refuses_to_answer_leaves_pages_up_with_availability_unknown(
+    http: aiohttp.ClientSession,
+    gateway_to_fake: ServiceProcess,
+    slow_inventory: ControllableInventory,
+    refusal: grpc.StatusCode,
+) -> None:
+    slow_inventory.delay_s, slow_inventory.refusal = 0.0, refusal
+    calls = slow_inventory.calls
+
+    page, elapsed = await product_page(http, gateway_to_fake)
+    async with http.get(f"{gateway_to_fake.url}{API}/products?page_size=5") as response:
+        assert response.status == 200, await response.text()
+        listing = await response.json()
+
+    assert slow_inventory.calls == calls + 2  # asked once per page: a refusal is not retried
+    assert (page["availability"], page["available_quantity"]) == ("unknown", None)
+    assert {(p["availability"], p["available_quantity"]) for p in listing["items"]} == {
+        ("unknown", None)
+    }
+    assert elapsed < DEADLINE_S

@@ -22,7 +22,9 @@ def label_for(available: int) -> str:
 
 async def get_json(http: aiohttp.ClientSession, url: str, **params: Any) -> Any:
     async with http.get(url, params=params) as response:
-        assert response.status == 200, f"GET {url} {params}: {response.status} {await response.text()}"
+        assert response.status == 200, (
+            f"GET {url} {params}: {response.status} {await response.text()}"
+        )
         assert response.content_type == "application/json"
         return await response.json()
 
@@ -106,8 +108,12 @@ async def test_a_page_past_the_end_is_empty_with_the_true_total(
 async def test_the_category_filter_passes_through_to_catalog(
     http: aiohttp.ClientSession, gateway: ServiceProcess, catalog: ServiceProcess
 ) -> None:
-    outdoors = await get_json(http, f"{gateway.url}{API}/products", category="outdoors", page_size=100)
-    from_catalog = await get_json(http, f"{catalog.url}/v1/products", category="outdoors", page_size=100)
+    outdoors = await get_json(
+        http, f"{gateway.url}{API}/products", category="outdoors", page_size=100
+    )
+    from_catalog = await get_json(
+        http, f"{catalog.url}/v1/products", category="outdoors", page_size=100
+    )
     everything = await get_json(http, f"{catalog.url}/v1/products", page_size=1)
 
     assert {p["category"] for p in outdoors["items"]} == {"outdoors"}
@@ -183,15 +189,15 @@ async def test_a_product_inventory_does_not_track_cannot_be_bought_until_restock
     assert (untracked["availability"], untracked["available_quantity"]) == ("out_of_stock", 0)
 
     restock = f"{inventory.url}/v1/admin/stock/{new['sku']}/restock"
-    async with http.post(restock, json={"quantity": 3}) as response:
+    async with http.post(restock, json={"quantity": 5}) as response:
         assert response.status == 200, await response.text()
-    low = await get_json(http, url)
-    async with http.post(restock, json={"quantity": 10}) as response:
+    low = await get_json(http, url)  # five units: the most that is still "low"
+    async with http.post(restock, json={"quantity": 1}) as response:
         assert response.status == 200, await response.text()
     plenty = await get_json(http, url)
 
-    assert (low["availability"], low["available_quantity"]) == ("low_stock", 3)
-    assert (plenty["availability"], plenty["available_quantity"]) == ("in_stock", 13)
+    assert (low["availability"], low["available_quantity"]) == ("low_stock", 5)
+    assert (plenty["availability"], plenty["available_quantity"]) == ("in_stock", 6)
 
 
 async def test_a_price_change_in_catalog_shows_on_the_next_page_view(

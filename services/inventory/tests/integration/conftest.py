@@ -45,6 +45,7 @@ def inventory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningInven
         stack.push(service)  # stopped, and its log removed, however start() or the tests end
         service.start()
         yield RunningInventory(service.url, f"127.0.0.1:{grpc_port}", data_dir)
+        assert service.stop() == 0, f"did not stop cleanly on SIGTERM:\n{service.output()}"
 
 
 @pytest.fixture
