@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -23,9 +24,9 @@ SOUQ = str(Path(sys.executable).with_name("souq"))
 pytestmark = pytest.mark.e2e
 
 
-def get(url: str, timeout: float = 5.0) -> tuple[int, Any]:
+def get(url: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as r:
             return r.status, orjson.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, orjson.loads(e.read())
@@ -90,6 +91,19 @@ def test_the_system_serves_products_survives_an_inventory_crash_and_recovers(sys
     assert all(p["availability"] != "unknown" for p in listing["items"])
     in_stock = next(p for p in listing["items"] if p["availability"] == "in_stock")
     product_url = f"{system.gateway}/api/v1/products/{in_stock['id']}"
+
+    # One trace crosses all three processes: the caller's W3C trace id is in each one's logs.
+    trace_id = os.urandom(16).hex()
+    traceparent = f"00-{trace_id}-{os.urandom(8).hex()}-01"
+    status, _ = get(f"{system.gateway}/api/v1/products?q=copper", headers={"traceparent": traceparent})
+    assert status == 200
+
+    def services_that_logged_the_trace() -> bool:
+        lines = (system.data_dir / "logs" / "souq.log").read_text().splitlines()
+        names = {line.split(" |")[0].strip() for line in lines if trace_id in line}
+        return names >= {"gateway", "catalog", "inventory"}
+
+    wait_for("the trace id in every service's logs", services_that_logged_the_trace, 10)
 
     # Each service's database file is open in that service's process alone.
     state = system.state()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
+import os
+from time import perf_counter
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import structlog
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
@@ -21,14 +23,18 @@ ReadinessCheck = Callable[[], Awaitable[object]]
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
 
 _READINESS_TIMEOUT_S = 1.0
+_OPERATIONAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+log = structlog.get_logger("souq.access")
 
 
 class RequestContextMiddleware:
-    """Give every request an id (the caller's X-Request-ID or a new one) and bound its body size."""
+    """Give every request an id (the caller's X-Request-ID or a new one), bound its body size,
+    and log it once done (a JSON line with the trace and span ids of its server span)."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, access_log: bool = True) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -41,12 +47,15 @@ class RequestContextMiddleware:
                 request_id = value.decode("latin-1")
             elif name == b"content-length":
                 content_length = int(value) if value.isdigit() else -1
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id
         header = (b"x-request-id", request_id.encode("latin-1"))
+        status = 500
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
@@ -66,7 +75,19 @@ class RequestContextMiddleware:
                     raise HTTPException(413, f"The request body exceeds {limit} bytes.")
             return message
 
-        await self.app(scope, receive_bounded, send_with_id)
+        start = perf_counter()
+        try:
+            await self.app(scope, receive_bounded, send_with_id)
+        finally:
+            if self.access_log and scope["path"] not in _OPERATIONAL_PATHS:
+                log.info(
+                    "http_request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=status,
+                    duration_ms=round((perf_counter() - start) * 1000, 2),
+                    request_id=request_id,
+                )
 
 
 def create_app(
@@ -78,6 +99,7 @@ def create_app(
     readiness: Mapping[str, ReadinessCheck] | None = None,
     max_body_bytes: int = 64 * 1024,
     openapi_prefix: str = "",
+    access_log: bool = True,
 ) -> FastAPI:
     """A FastAPI app with problem+json errors, request ids, body limits, RED metrics, health."""
     app = FastAPI(
@@ -119,7 +141,9 @@ def create_app(
 
     # Added last, so it runs first: every response, errors included, carries the request id.
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware, max_body_bytes=max_body_bytes, access_log=access_log
+    )
     return app
 
 
@@ -131,9 +155,6 @@ async def _run_check(check: ReadinessCheck) -> str:
         return f"failed: {type(exc).__name__}: {exc}"[:200]
     return "ok"
 
-
-
-_OPERATIONAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def _is_operational(scope: MutableMapping[str, Any]) -> bool:

@@ -11,6 +11,7 @@ from souq_chassis.metrics import Metrics
 from souq_chassis.resilience import Policy, TransientFailure, Upstream
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 _TRANSIENT = frozenset(
     {
@@ -43,10 +44,19 @@ class GrpcUpstream:
         self.target = target
         self.upstream = Upstream(name, "grpc", policy, metrics)
         self._channel: grpc.aio.Channel | None = None
+        self._stubs: dict[object, object] = {}
 
     async def start(self) -> None:
         """Open the channel; grpc.aio binds it to the running event loop."""
         self._channel = insecure_channel(self.target)
+        self._stubs.clear()
+
+    def stub(self, factory: Callable[[grpc.aio.Channel], S]) -> S:
+        """The stub `factory(channel)` on this upstream's channel, built once per channel."""
+        stub = self._stubs.get(factory)
+        if stub is None:
+            stub = self._stubs[factory] = factory(self.channel)
+        return stub  # type: ignore[return-value]
 
     @property
     def channel(self) -> grpc.aio.Channel:

@@ -9,7 +9,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from souq_chassis.metrics import GrpcMetricsInterceptor, Metrics
+from souq_chassis.metrics import GrpcServerObserver, Metrics
 
 Registrar = Callable[[grpc.aio.Server], None]
 
@@ -37,7 +37,7 @@ class GrpcServer:
         self._health = health.aio.HealthServicer()
 
     async def start(self) -> None:
-        server = grpc.aio.server(interceptors=[GrpcMetricsInterceptor(self._metrics)])
+        server = grpc.aio.server(interceptors=[GrpcServerObserver(self._metrics)])
         for add in self._register:
             add(server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

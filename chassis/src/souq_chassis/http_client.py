@@ -8,7 +8,6 @@ from typing import Any
 
 import aiohttp
 import orjson
-from opentelemetry.propagate import inject
 
 from souq_chassis.metrics import Metrics
 from souq_chassis.resilience import Policy, TransientFailure, Upstream
@@ -66,8 +65,8 @@ class HttpUpstream:
         session = self._session
         assert session is not None, "HttpUpstream.start() was not awaited"
         url = self.base_url + path
+        # Trace context goes out in the headers by the aiohttp client instrumentation.
         outgoing = dict(headers or {})
-        inject(outgoing)
 
         async def attempt(_: float) -> HttpReply:
             try:

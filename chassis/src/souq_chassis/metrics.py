@@ -6,8 +6,11 @@ from time import perf_counter
 from typing import Any
 
 import grpc
+import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = structlog.get_logger("souq.access")
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -77,11 +80,12 @@ class HttpMetricsMiddleware:
             self.metrics.http_duration.labels(method, template).observe(perf_counter() - start)
 
 
-class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Count and time every unary gRPC call by method and status code."""
+class GrpcServerObserver(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Count, time and log every unary gRPC call by method and status code."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, access_log: bool = True) -> None:
         self.metrics = metrics
+        self.access_log = access_log
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = await continuation(details)
@@ -90,6 +94,7 @@ class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         inner = handler.unary_unary
         method = details.method
         metrics = self.metrics
+        access_log = self.access_log
 
         async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
             start = perf_counter()
@@ -102,8 +107,13 @@ class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 code = (context.code() or grpc.StatusCode.UNKNOWN).name
                 raise
             finally:
+                elapsed = perf_counter() - start
                 metrics.grpc_requests.labels(method, code).inc()
-                metrics.grpc_duration.labels(method).observe(perf_counter() - start)
+                metrics.grpc_duration.labels(method).observe(elapsed)
+                if access_log:
+                    log.info(
+                        "grpc_request", method=method, code=code, duration_ms=round(elapsed * 1000, 2)
+                    )
 
         return grpc.unary_unary_rpc_method_handler(
             observed,

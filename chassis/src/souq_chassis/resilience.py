@@ -6,6 +6,7 @@ The HTTP and gRPC clients are thin adapters over `Upstream.call`.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -141,16 +142,13 @@ class Upstream:
         verdict = False
         try:
             async with asyncio.timeout_at(deadline), self._bulkhead:
-                async for retry in stamina.retry_context(
-                    on=TransientFailure,
-                    attempts=self.policy.attempts if idempotent else 1,
-                    timeout=None,
-                    wait_initial=self.policy.backoff_initial_s,
-                    wait_max=self.policy.backoff_max_s,
-                    wait_jitter=self.policy.backoff_initial_s,
-                ):
-                    with retry:
-                        result = await attempt(max(deadline - loop.time(), 0.001))
+                try:
+                    # The common case, a first attempt that works, skips the retry machinery.
+                    result = await attempt(max(deadline - loop.time(), 0.001))
+                except TransientFailure:
+                    if not idempotent or self.policy.attempts < 2:
+                        raise
+                    result = await self._retry(attempt, deadline)
             self.breaker.record_success()
             verdict = True
             outcome = "ok"
@@ -170,3 +168,20 @@ class Upstream:
             metrics.client_duration.labels(self.kind, self.name, operation).observe(
                 perf_counter() - start
             )
+
+    async def _retry(self, attempt: Callable[[float], Awaitable[T]], deadline: float) -> T:
+        """The remaining attempts, each after a jittered backoff, within the same deadline."""
+        loop = asyncio.get_running_loop()
+        policy = self.policy
+        await asyncio.sleep(policy.backoff_initial_s * (1 + random.random()))
+        async for retry in stamina.retry_context(
+            on=TransientFailure,
+            attempts=policy.attempts - 1,
+            timeout=None,
+            wait_initial=policy.backoff_initial_s,
+            wait_max=policy.backoff_max_s,
+            wait_jitter=policy.backoff_initial_s,
+        ):
+            with retry:
+                result = await attempt(max(deadline - loop.time(), 0.001))
+        return result

@@ -94,12 +94,9 @@ def _raise_for_client_error(status: int, body: bytes) -> None:
 class InventoryClient:
     def __init__(self, grpc: GrpcUpstream) -> None:
         self._grpc = grpc
-        self._stub: inventory_pb2_grpc.InventoryServiceStub | None = None
 
     async def stock(self, skus: Sequence[str]) -> dict[str, Stock]:
-        if self._stub is None:  # the channel exists once the app has started
-            self._stub = inventory_pb2_grpc.InventoryServiceStub(self._grpc.channel)
-        stub = self._stub
+        stub = self._grpc.stub(inventory_pb2_grpc.InventoryServiceStub)
         request = inventory_pb2.GetAvailabilityRequest(skus=list(skus))
         try:
             reply = await self._grpc.call(
