@@ -24,7 +24,7 @@ UV_VERSION = "0.13.9"
 
 def ensure_environment() -> None:
     """Create .venv and install exactly what uv.lock says (fast when already in step)."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - run by whatever python3 a user has
         raise SystemExit("Souq needs Python 3.11 or newer.")
     python = BIN / "python"
     if not python.exists():
@@ -34,8 +34,15 @@ def ensure_environment() -> None:
     if not uv.exists():
         print(f"installing uv {UV_VERSION} into .venv ...", flush=True)
         subprocess.run(
-            [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             f"uv=={UV_VERSION}"],
+            [
+                python,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                f"uv=={UV_VERSION}",
+            ],
             check=True,
         )
     env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(VENV), "UV_PYTHON": str(python)}

@@ -1,4 +1,4 @@
-"""Benchmark: the product page through the gateway (catalog + inventory) vs. the catalog read direct.
+"""Benchmark: the product page through the gateway (catalog + inventory) vs. catalog direct.
 
     .venv/bin/python bench/product_page.py [--seconds 10] [--connections 64]
 
@@ -24,7 +24,6 @@ from pathlib import Path
 
 import aiohttp
 import psutil
-
 from souq_chassis.testing import ServiceProcess, free_port
 
 PRODUCT_IDS = list(range(1, 97))
@@ -37,18 +36,45 @@ end
 
 
 def start_system(data_dir: Path) -> dict[str, ServiceProcess]:
-    ports = {n: free_port() for n in ("catalog", "catalog_grpc", "inventory", "inventory_grpc", "gateway")}
-    quiet = {"CATALOG_LOG_LEVEL": "WARNING", "INVENTORY_LOG_LEVEL": "WARNING", "GATEWAY_LOG_LEVEL": "WARNING"}
-    catalog = ServiceProcess("souq_catalog", ports["catalog"], {
-        **quiet, "CATALOG_HTTP_PORT": str(ports["catalog"]),
-        "CATALOG_GRPC_PORT": str(ports["catalog_grpc"]), "CATALOG_DATA_DIR": str(data_dir)})
-    inventory = ServiceProcess("souq_inventory", ports["inventory"], {
-        **quiet, "INVENTORY_HTTP_PORT": str(ports["inventory"]),
-        "INVENTORY_GRPC_PORT": str(ports["inventory_grpc"]), "INVENTORY_DATA_DIR": str(data_dir)})
-    gateway = ServiceProcess("souq_gateway", ports["gateway"], {
-        **quiet, "GATEWAY_HTTP_PORT": str(ports["gateway"]),
-        "GATEWAY_CATALOG_URL": catalog.url,
-        "GATEWAY_INVENTORY_TARGET": f"127.0.0.1:{ports['inventory_grpc']}"})
+    ports = {
+        n: free_port()
+        for n in ("catalog", "catalog_grpc", "inventory", "inventory_grpc", "gateway")
+    }
+    quiet = {
+        "CATALOG_LOG_LEVEL": "WARNING",
+        "INVENTORY_LOG_LEVEL": "WARNING",
+        "GATEWAY_LOG_LEVEL": "WARNING",
+    }
+    catalog = ServiceProcess(
+        "souq_catalog",
+        ports["catalog"],
+        {
+            **quiet,
+            "CATALOG_HTTP_PORT": str(ports["catalog"]),
+            "CATALOG_GRPC_PORT": str(ports["catalog_grpc"]),
+            "CATALOG_DATA_DIR": str(data_dir),
+        },
+    )
+    inventory = ServiceProcess(
+        "souq_inventory",
+        ports["inventory"],
+        {
+            **quiet,
+            "INVENTORY_HTTP_PORT": str(ports["inventory"]),
+            "INVENTORY_GRPC_PORT": str(ports["inventory_grpc"]),
+            "INVENTORY_DATA_DIR": str(data_dir),
+        },
+    )
+    gateway = ServiceProcess(
+        "souq_gateway",
+        ports["gateway"],
+        {
+            **quiet,
+            "GATEWAY_HTTP_PORT": str(ports["gateway"]),
+            "GATEWAY_CATALOG_URL": catalog.url,
+            "GATEWAY_INVENTORY_TARGET": f"127.0.0.1:{ports['inventory_grpc']}",
+        },
+    )
     for service in (catalog, inventory, gateway):
         service.start()
     return {"catalog": catalog, "inventory": inventory, "gateway": gateway}
@@ -65,12 +91,25 @@ def cpu_seconds(services: dict[str, ServiceProcess]) -> dict[str, float]:
 
 def run_wrk(prefix: str, seconds: int, connections: int) -> tuple[int, float, float, float, int]:
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
-    script.write_text(WRK_SCRIPT.replace("{prefix}", prefix).replace("{count}", str(len(PRODUCT_IDS))))
+    script.write_text(
+        WRK_SCRIPT.replace("{prefix}", prefix).replace("{count}", str(len(PRODUCT_IDS)))
+    )
     base = prefix.split("/", 3)
     result = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
-         f"{base[0]}//{base[2]}"],
-        capture_output=True, text=True, timeout=seconds + 30, check=True,
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"{base[0]}//{base[2]}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+        check=True,
     )
     script.unlink()
     text = result.stdout
@@ -83,10 +122,18 @@ def run_wrk(prefix: str, seconds: int, connections: int) -> tuple[int, float, fl
 
     total = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    return total, total / seconds, latency("50"), latency("99"), int(errors.group(1)) if errors else 0
+    return (
+        total,
+        total / seconds,
+        latency("50"),
+        latency("99"),
+        int(errors.group(1)) if errors else 0,
+    )
 
 
-async def run_aiohttp(prefix: str, seconds: int, connections: int) -> tuple[int, float, float, float, int]:
+async def run_aiohttp(
+    prefix: str, seconds: int, connections: int
+) -> tuple[int, float, float, float, int]:
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
@@ -116,7 +163,9 @@ def load(prefix: str, seconds: int, connections: int) -> tuple[int, float, float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     args = parser.parse_args()
@@ -126,19 +175,27 @@ def main() -> None:
         try:
             targets = {
                 "gateway  GET /api/v1/products/{id}": f"{services['gateway'].url}/api/v1/products/",
-                "catalog  GET /v1/products/{id} (direct)": f"{services['catalog'].url}/v1/products/",
+                "catalog  GET /v1/products/{id} (direct)": (
+                    f"{services['catalog'].url}/v1/products/"
+                ),
             }
-            print(f"load: {generator}, {args.connections} connections, {args.seconds}s per target, "
-                  f"{psutil.cpu_count()} cores\n")
+            print(
+                f"load: {generator}, {args.connections} connections, {args.seconds}s per target, "
+                f"{psutil.cpu_count()} cores\n"
+            )
             for label, prefix in targets.items():
                 load(prefix, 2, args.connections)  # warm-up
                 before = cpu_seconds(services)
                 total, rps, p50, p99, errors = load(prefix, args.seconds, args.connections)
                 after = cpu_seconds(services)
                 cpu = {n: (after[n] - before[n]) / max(total, 1) * 1e6 for n in services}
-                print(f"{label}\n  {rps:8.0f} req/s   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   "
-                      f"non-2xx {errors}")
-                print("  CPU per request: " + "   ".join(f"{n} {us:5.0f} µs" for n, us in cpu.items()))
+                print(
+                    f"{label}\n  {rps:8.0f} req/s   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   "
+                    f"non-2xx {errors}"
+                )
+                print(
+                    "  CPU per request: " + "   ".join(f"{n} {us:5.0f} µs" for n, us in cpu.items())
+                )
         finally:
             for service in services.values():
                 service.stop()

@@ -40,5 +40,6 @@ def generate(out: Path) -> None:
         for part in [folder, *folder.parents[:-1]]:
             (out / part / "__init__.py").touch()
 
+
 if __name__ == "__main__":
     generate(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_OUT)

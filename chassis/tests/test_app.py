@@ -6,10 +6,8 @@ import aiohttp
 import orjson
 from fastapi import FastAPI
 from pydantic import BaseModel
-
 from souq_chassis.app import create_app
 from souq_chassis.metrics import Metrics
-
 from souq_chassis.testing import serving
 
 
@@ -24,7 +22,10 @@ def build(metrics: Metrics, *, ready: bool = True) -> FastAPI:
             raise ConnectionError("database unreachable")
 
     app = create_app(
-        title="test", version="1.2.3", metrics=metrics, readiness={"database": database},
+        title="test",
+        version="1.2.3",
+        metrics=metrics,
+        readiness={"database": database},
         max_body_bytes=1024,
     )
 

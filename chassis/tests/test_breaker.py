@@ -13,7 +13,9 @@ class Clock:
 
 def test_breaker_opens_after_consecutive_failures_and_rejects_calls() -> None:
     seen: list[BreakerState] = []
-    breaker = CircuitBreaker(failure_threshold=3, reset_timeout_s=5, on_change=seen.append, clock=Clock())
+    breaker = CircuitBreaker(
+        failure_threshold=3, reset_timeout_s=5, on_change=seen.append, clock=Clock()
+    )
     for _ in range(2):
         assert breaker.allow()
         breaker.record_failure()

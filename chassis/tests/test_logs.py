@@ -6,7 +6,6 @@ import orjson
 import pytest
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
-
 from souq_chassis.logs import configure_logging
 
 

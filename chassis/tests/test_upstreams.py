@@ -10,7 +10,6 @@ import grpc
 import pytest
 from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from souq_chassis.grpc_client import GrpcUpstream
 from souq_chassis.grpc_server import GrpcServer
 from souq_chassis.http_client import HttpUpstream
@@ -55,7 +54,9 @@ def _value(metrics: Metrics, name: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(name, labels) or 0.0
 
 
-async def test_idempotent_calls_are_retried_past_transient_failures(flaky: tuple[Flaky, str]) -> None:
+async def test_idempotent_calls_are_retried_past_transient_failures(
+    flaky: tuple[Flaky, str],
+) -> None:
     server, url = flaky
     metrics = Metrics()
     client = HttpUpstream("flaky", url, metrics, Policy(timeout_s=2, attempts=3))
@@ -166,7 +167,9 @@ async def test_grpc_answers_that_are_not_transient_are_raised_as_is() -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await upstream.call(
             "Check",
-            lambda timeout: stub.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=timeout),
+            lambda timeout: stub.Check(
+                health_pb2.HealthCheckRequest(service="nope"), timeout=timeout
+            ),
             idempotent=True,
         )
     await upstream.close()

@@ -5,11 +5,10 @@ from pathlib import Path
 
 import pytest
 import typer
-from typer.testing import CliRunner
-
 from souq_cli.main import _parse_ports, app
 from souq_cli.services import DEFAULT_PORTS, SERVICES
 from souq_cli.state import RunState, ServiceState
+from typer.testing import CliRunner
 
 runner = CliRunner()
 

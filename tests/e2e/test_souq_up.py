@@ -1,4 +1,4 @@
-"""The whole system as a user runs it: `souq up`, through the gateway, with a crash in the middle."""
+"""The whole system as a user runs it: `souq up`, through the gateway, with a crash midway."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from typing import Any
 import orjson
 import psutil
 import pytest
-
 from souq_chassis.testing import free_port
 from souq_cli.services import DEFAULT_PORTS
 from souq_cli.state import RunState, alive
@@ -26,7 +25,9 @@ pytestmark = pytest.mark.e2e
 
 def get(url: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as r:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers or {}), timeout=timeout
+        ) as r:
             return r.status, orjson.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, orjson.loads(e.read())
@@ -43,7 +44,9 @@ def wait_for(what: str, check: Any, timeout_s: float) -> Any:
 
 
 class System:
-    def __init__(self, data_dir: Path, ports: dict[str, int], proc: subprocess.Popen[bytes], log: Path):
+    def __init__(
+        self, data_dir: Path, ports: dict[str, int], proc: subprocess.Popen[bytes], log: Path
+    ):
         self.data_dir, self.ports, self.proc, self.log = data_dir, ports, proc, log
         self.gateway = f"http://127.0.0.1:{ports['gateway']}"
 
@@ -63,10 +66,16 @@ def system(tmp_path: Path) -> Iterator[System]:
     log = tmp_path / "souq-up.log"
     args = [SOUQ, "up", "--data-dir", str(data_dir), *(f"--port={n}={p}" for n, p in ports.items())]
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     system = System(data_dir, ports, proc, log)
     try:
-        wait_for("souq up to be ready", lambda: "Souq is up" in system.output() or proc.poll() is not None, 60)
+        wait_for(
+            "souq up to be ready",
+            lambda: "Souq is up" in system.output() or proc.poll() is not None,
+            60,
+        )
         assert proc.poll() is None, system.output()[-3000:]
         yield system
     finally:
@@ -82,7 +91,9 @@ def system(tmp_path: Path) -> Iterator[System]:
         assert not any(alive(pid) for pid in pids), "services outlived souq down"
 
 
-def test_the_system_serves_products_survives_an_inventory_crash_and_recovers(system: System) -> None:
+def test_the_system_serves_products_survives_an_inventory_crash_and_recovers(
+    system: System,
+) -> None:
     status, listing = get(f"{system.gateway}/api/v1/products?page_size=50")
     assert status == 200
     assert listing["total"] >= 60
@@ -95,7 +106,9 @@ def test_the_system_serves_products_survives_an_inventory_crash_and_recovers(sys
     # One trace crosses all three processes: the caller's W3C trace id is in each one's logs.
     trace_id = os.urandom(16).hex()
     traceparent = f"00-{trace_id}-{os.urandom(8).hex()}-01"
-    status, _ = get(f"{system.gateway}/api/v1/products?q=copper", headers={"traceparent": traceparent})
+    status, _ = get(
+        f"{system.gateway}/api/v1/products?q=copper", headers={"traceparent": traceparent}
+    )
     assert status == 200
 
     def services_that_logged_the_trace() -> bool:
@@ -109,7 +122,8 @@ def test_the_system_serves_products_survives_an_inventory_crash_and_recovers(sys
     state = system.state()
     for db in system.data_dir.glob("*.db"):
         holders = {
-            name for name, svc in state.services.items()
+            name
+            for name, svc in state.services.items()
             if any(Path(f.path) == db for f in psutil.Process(svc.pid).open_files())
         }
         assert holders == {db.stem}, (db.name, holders)
@@ -140,7 +154,10 @@ def test_the_system_serves_products_survives_an_inventory_crash_and_recovers(sys
     assert back["available_quantity"] == in_stock["available_quantity"]
 
     status_out = subprocess.run(
-        [SOUQ, "status", "--data-dir", str(system.data_dir)], capture_output=True, text=True, timeout=30
+        [SOUQ, "status", "--data-dir", str(system.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert status_out.returncode == 0, status_out.stdout + status_out.stderr
     for name in ("catalog", "inventory", "gateway"):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from time import perf_counter
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from contextlib import AbstractAsyncContextManager
+from time import perf_counter
 from typing import Any
 
 import structlog
@@ -61,7 +61,9 @@ class RequestContextMiddleware:
 
         limit = self.max_body_bytes
         if content_length > limit:
-            response = problem(413, f"The request body exceeds {limit} bytes.", request_id=request_id)
+            response = problem(
+                413, f"The request body exceeds {limit} bytes.", request_id=request_id
+            )
             await response(scope, receive, send_with_id)
             return
         received = 0
@@ -154,7 +156,6 @@ async def _run_check(check: ReadinessCheck) -> str:
     except Exception as exc:
         return f"failed: {type(exc).__name__}: {exc}"[:200]
     return "ok"
-
 
 
 def _is_operational(scope: MutableMapping[str, Any]) -> bool:

@@ -26,7 +26,7 @@ _TRANSIENT = frozenset(
 
 
 def insecure_channel(target: str) -> grpc.aio.Channel:
-    """A channel that reconnects quickly after an upstream restarts (default backoff reaches 2 min)."""
+    """A channel that reconnects soon after its upstream restarts (gRPC's default: up to 2 min)."""
     options: list[tuple[str, Any]] = [
         ("grpc.initial_reconnect_backoff_ms", 100),
         ("grpc.min_reconnect_backoff_ms", 100),

@@ -22,31 +22,46 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.http_requests = Counter(
-            "http_server_requests_total", "HTTP requests served.",
-            ["method", "route", "status"], registry=r,
+            "http_server_requests_total",
+            "HTTP requests served.",
+            ["method", "route", "status"],
+            registry=r,
         )
         self.http_duration = Histogram(
-            "http_server_request_duration_seconds", "HTTP request duration.",
-            ["method", "route"], buckets=_LATENCY_BUCKETS, registry=r,
+            "http_server_request_duration_seconds",
+            "HTTP request duration.",
+            ["method", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.grpc_requests = Counter(
             "grpc_server_requests_total", "gRPC calls served.", ["method", "code"], registry=r
         )
         self.grpc_duration = Histogram(
-            "grpc_server_request_duration_seconds", "gRPC call duration.",
-            ["method"], buckets=_LATENCY_BUCKETS, registry=r,
+            "grpc_server_request_duration_seconds",
+            "gRPC call duration.",
+            ["method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.client_requests = Counter(
-            "upstream_requests_total", "Outbound calls by outcome (ok, error, rejected).",
-            ["kind", "upstream", "operation", "outcome"], registry=r,
+            "upstream_requests_total",
+            "Outbound calls by outcome (ok, error, rejected).",
+            ["kind", "upstream", "operation", "outcome"],
+            registry=r,
         )
         self.client_duration = Histogram(
-            "upstream_request_duration_seconds", "Outbound call duration, retries included.",
-            ["kind", "upstream", "operation"], buckets=_LATENCY_BUCKETS, registry=r,
+            "upstream_request_duration_seconds",
+            "Outbound call duration, retries included.",
+            ["kind", "upstream", "operation"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.breaker_state = Gauge(
-            "circuit_breaker_state", "Circuit state per upstream: 0 closed, 1 half-open, 2 open.",
-            ["upstream"], registry=r,
+            "circuit_breaker_state",
+            "Circuit state per upstream: 0 closed, 1 half-open, 2 open.",
+            ["upstream"],
+            registry=r,
         )
 
 
@@ -112,7 +127,10 @@ class GrpcServerObserver(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 metrics.grpc_duration.labels(method).observe(elapsed)
                 if access_log:
                     log.info(
-                        "grpc_request", method=method, code=code, duration_ms=round(elapsed * 1000, 2)
+                        "grpc_request",
+                        method=method,
+                        code=code,
+                        duration_ms=round(elapsed * 1000, 2),
                     )
 
         return grpc.unary_unary_rpc_method_handler(

@@ -109,7 +109,7 @@ class Policy:
 
 
 class Upstream:
-    """Deadline, bulkhead, circuit breaker, jittered retries (idempotent calls only), RED metrics."""
+    """Deadline, bulkhead, circuit breaker, jittered retries (idempotent calls only), metrics."""
 
     def __init__(self, name: str, kind: str, policy: Policy, metrics: Metrics) -> None:
         self.name = name

@@ -63,7 +63,9 @@ class ServiceProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.module} exited ({self.proc.returncode}):\n{self.output()}")
+                raise RuntimeError(
+                    f"{self.module} exited ({self.proc.returncode}):\n{self.output()}"
+                )
             try:
                 with urllib.request.urlopen(self.url + self.ready_path, timeout=1) as response:
                     if response.status == 200:

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 
 def configure_tracing(service: str, version: str, sample_ratio: float = 1.0) -> TracerProvider:
-    """Install the global tracer provider; export over OTLP only if OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    """Install the global tracer provider; export over OTLP if OTEL_EXPORTER_OTLP_ENDPOINT is set.
 
     Also instruments the client and server libraries every service uses (aiohttp client,
     gRPC aio client and server). FastAPI traces requests itself on this provider (see

@@ -20,7 +20,9 @@ from souq_cli.services import DEFAULT_PORTS, SERVICES
 from souq_cli.state import RunState, alive
 from souq_cli.supervisor import Supervisor
 
-app = typer.Typer(help="Run Souq locally: every service its own process, no Docker.", no_args_is_help=True)
+app = typer.Typer(
+    help="Run Souq locally: every service its own process, no Docker.", no_args_is_help=True
+)
 console = Console()
 
 DataDir = Annotated[
@@ -41,7 +43,8 @@ def _parse_ports(overrides: list[str]) -> dict[str, int]:
         name, _, value = item.partition("=")
         if name not in ports or not value.isdigit() or not 0 < int(value) < 65536:
             raise typer.BadParameter(
-                f"{item!r}: expected NAME=PORT with NAME one of {', '.join(ports)}", param_hint="--port"
+                f"{item!r}: expected NAME=PORT with NAME one of {', '.join(ports)}",
+                param_hint="--port",
             )
         ports[name] = int(value)
     return ports
@@ -62,7 +65,9 @@ def up(
     data_dir: DataDir = DEFAULT_DATA_DIR,
     port: Annotated[
         list[str] | None,
-        typer.Option("--port", help="Override a port: NAME=PORT (gateway, catalog, catalog-grpc, ...)."),
+        typer.Option(
+            "--port", help="Override a port: NAME=PORT (gateway, catalog, catalog-grpc, ...)."
+        ),
     ] = None,
 ) -> None:
     """Start every service, wait until all are ready, stream their logs; Ctrl-C stops them all."""
@@ -70,11 +75,15 @@ def up(
     ports = _parse_ports(port or [])
     previous = RunState.load(data_dir)
     if previous and previous.supervisor_alive():
-        console.print(f"[red]Souq is already running from {data_dir} (pid {previous.supervisor_pid}).[/]")
+        console.print(
+            f"[red]Souq is already running from {data_dir} (pid {previous.supervisor_pid}).[/]"
+        )
         raise typer.Exit(1)
     taken = [f"{name} {p}" for name, p in ports.items() if _port_taken(p)]
     if taken:
-        console.print(f"[red]Ports in use: {', '.join(taken)}. Free them or pass --port NAME=PORT.[/]")
+        console.print(
+            f"[red]Ports in use: {', '.join(taken)}. Free them or pass --port NAME=PORT.[/]"
+        )
         raise typer.Exit(1)
     supervisor = Supervisor(data_dir, ports)
 
@@ -86,7 +95,9 @@ def up(
             f"  API docs         {gateway}/api/v1/docs",
         ]
         lines += [f"  {s.name:<16} {s.http_url(ports)}  (metrics at /metrics)" for s in SERVICES]
-        lines.append("  Ctrl-C stops everything; `souq status` in another terminal shows the processes.")
+        lines.append(
+            "  Ctrl-C stops everything; `souq status` in another terminal shows the processes."
+        )
         console.print("\n".join(lines))
 
     try:
@@ -107,7 +118,9 @@ def status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
         raise typer.Exit(3)
     table = Table(title=f"Souq (supervisor pid {state.supervisor_pid})")
     for column in ("service", "pid", "port", "state", "restarts", "memory"):
-        table.add_column(column, justify="right" if column in {"pid", "restarts", "memory"} else "left")
+        table.add_column(
+            column, justify="right" if column in {"pid", "restarts", "memory"} else "left"
+        )
     for name, svc in state.services.items():
         memory = "-"
         if alive(svc.pid):
@@ -149,7 +162,11 @@ def logs(
     if not path.exists():
         console.print(f"No logs in {path.parent}.")
         raise typer.Exit(1)
-    wanted = [line for line in path.read_text().splitlines() if service is None or line.startswith(f"{service} |")]
+    wanted = [
+        line
+        for line in path.read_text().splitlines()
+        if service is None or line.startswith(f"{service} |")
+    ]
     sys.stdout.write("\n".join(wanted[-lines:]) + "\n")
 
 

@@ -102,7 +102,9 @@ class Supervisor:
         while not self._stopping.is_set():
             began = time.monotonic()
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", spec.module,
+                sys.executable,
+                "-m",
+                spec.module,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from souq_chassis.problems import problem, request_id_of
 
 from souq_catalog.domain import (
     CATEGORY_PATTERN,
@@ -22,7 +23,6 @@ from souq_catalog.domain import (
     UnknownCategory,
 )
 from souq_catalog.service import CatalogService
-from souq_chassis.problems import problem, request_id_of
 
 MAX_PAGE = 10_000
 MAX_PAGE_SIZE = 100

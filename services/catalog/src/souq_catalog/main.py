@@ -1,4 +1,4 @@
-"""Composition root: settings → adapters → app. `souq-catalog` or `python -m souq_catalog`."""
+"""Composition root: settings → adapters → app. Run: `python -m souq_catalog`."""
 
 from __future__ import annotations
 
@@ -13,18 +13,18 @@ from fastapi import FastAPI
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from souq.catalog.v1 import catalog_pb2, catalog_pb2_grpc
-
-from souq_catalog import api
-from souq_catalog.domain import Category, Money, NewProduct
-from souq_catalog.repository import ProductRepository
-from souq_catalog.rpc import CatalogServicer
-from souq_catalog.service import CatalogService
 from souq_chassis.app import create_app
 from souq_chassis.db import open_database
 from souq_chassis.grpc_server import GrpcServer
 from souq_chassis.metrics import Metrics
 from souq_chassis.runner import serve
 from souq_chassis.settings import GrpcServerSettings
+
+from souq_catalog import api
+from souq_catalog.domain import Category, Money, NewProduct
+from souq_catalog.repository import ProductRepository
+from souq_catalog.rpc import CatalogServicer
+from souq_catalog.service import CatalogService
 
 SERVICE = "catalog"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -65,7 +65,11 @@ def build_app(settings: CatalogSettings, *, tracer_provider: Any = None) -> Fast
         settings.grpc_host,
         settings.grpc_port,
         metrics,
-        [lambda s: catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(catalog), s)],
+        [
+            lambda s: catalog_pb2_grpc.add_CatalogServiceServicer_to_server(
+                CatalogServicer(catalog), s
+            )
+        ],
         [catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name],
     )
 

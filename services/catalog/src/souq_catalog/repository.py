@@ -6,9 +6,9 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from souq_chassis.db import Database
 from sqlalchemy import (
     BigInteger,
-    bindparam,
     CheckConstraint,
     Column,
     DateTime,
@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     column,
     func,
     insert,
@@ -28,7 +29,6 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from souq_catalog.domain import Category, Money, NewProduct, Product, SkuAlreadyExists
-from souq_chassis.db import Database
 
 metadata = MetaData()
 
@@ -85,9 +85,8 @@ _SET_PRICE = (
         updated_at=bindparam("now"),
     )
 )
-_FTS_MATCH = (
-    text("SELECT rowid FROM products_fts WHERE products_fts MATCH :q")
-    .columns(column("rowid", Integer))
+_FTS_MATCH = text("SELECT rowid FROM products_fts WHERE products_fts MATCH :q").columns(
+    column("rowid", Integer)
 )
 
 

@@ -28,7 +28,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     def __init__(self, catalog: CatalogService) -> None:
         self._catalog = catalog
 
-    async def GetProducts(  # noqa: N802 - the name is the contract's
+    async def GetProducts(
         self, request: catalog_pb2.GetProductsRequest, context: grpc.aio.ServicerContext
     ) -> catalog_pb2.GetProductsResponse:
         if len(request.ids) > MAX_IDS:

@@ -11,7 +11,6 @@ import aiohttp
 import grpc
 import pytest
 from souq.catalog.v1 import catalog_pb2_grpc
-
 from souq_chassis.testing import ServiceProcess, free_port
 
 

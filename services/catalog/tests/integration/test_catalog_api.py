@@ -74,8 +74,14 @@ async def all_products(http: aiohttp.ClientSession, **params: str) -> list[dict[
     products: list[dict[str, Any]] = []
     page = 1
     while True:
-        body = ok(await call(http, "GET", "/v1/products",
-                             params={**params, "page": str(page), "page_size": "100"}))
+        body = ok(
+            await call(
+                http,
+                "GET",
+                "/v1/products",
+                params={**params, "page": str(page), "page_size": "100"},
+            )
+        )
         products += body["items"]
         if not body["items"] or len(products) >= body["total"]:
             assert len(products) == body["total"]
@@ -172,8 +178,9 @@ async def test_pages_do_not_overlap_and_together_cover_the_total(
     first = ok(await call(http, "GET", "/v1/products", params={"page_size": "9"}))
     pages = [first["items"]]
     for page in range(2, -(-first["total"] // 9) + 1):
-        body = ok(await call(http, "GET", "/v1/products",
-                             params={"page": str(page), "page_size": "9"}))
+        body = ok(
+            await call(http, "GET", "/v1/products", params={"page": str(page), "page_size": "9"})
+        )
         assert body["total"] == first["total"]
         pages.append(body["items"])
 
@@ -276,10 +283,12 @@ async def test_search_within_a_category_narrows_the_results(http: aiohttp.Client
 async def test_search_results_are_paged_with_their_own_total(http: aiohttp.ClientSession) -> None:
     copper = await search_ids(http, "copper")
 
-    first = ok(await call(http, "GET", "/v1/products",
-                          params={"q": "copper", "page_size": "2"}))
-    second = ok(await call(http, "GET", "/v1/products",
-                           params={"q": "copper", "page": "2", "page_size": "2"}))
+    first = ok(await call(http, "GET", "/v1/products", params={"q": "copper", "page_size": "2"}))
+    second = ok(
+        await call(
+            http, "GET", "/v1/products", params={"q": "copper", "page": "2", "page_size": "2"}
+        )
+    )
 
     assert first["total"] == second["total"] == len(copper)
     assert [p["id"] for p in first["items"] + second["items"]] == copper[:4]
@@ -292,13 +301,50 @@ async def test_a_search_matching_nothing_is_an_empty_page(http: aiohttp.ClientSe
 
 
 FTS_INJECTIONS = [
-    '"', '""', '"copper', 'copper"', "copper OR", "OR copper", "copper OR brass", "copper AND",
-    "AND", "NOT copper", "copper NOT brass", "NEAR(", "NEAR(copper brass, 2)", "NEAR/2",
-    "*", "copper*", "*copper", "copp*er", "(", ")", "copper) OR (brass", "name:copper",
-    "description : copper", "{name description}: copper", "^copper", "-copper", "+copper",
-    "copper + brass", "'", "%", "%%", "_", "\\", "\x00", "copper\x00", "\u202e", "😀",
-    '" OR 1=1 --', "'; DROP TABLE products; --", "products_fts", "rank", "ROWID:1",
-    "a " * 100, "copper " * 28,
+    '"',
+    '""',
+    '"copper',
+    'copper"',
+    "copper OR",
+    "OR copper",
+    "copper OR brass",
+    "copper AND",
+    "AND",
+    "NOT copper",
+    "copper NOT brass",
+    "NEAR(",
+    "NEAR(copper brass, 2)",
+    "NEAR/2",
+    "*",
+    "copper*",
+    "*copper",
+    "copp*er",
+    "(",
+    ")",
+    "copper) OR (brass",
+    "name:copper",
+    "description : copper",
+    "{name description}: copper",
+    "^copper",
+    "-copper",
+    "+copper",
+    "copper + brass",
+    "'",
+    "%",
+    "%%",
+    "_",
+    "\\",
+    "\x00",
+    "copper\x00",
+    "\u202e",
+    "😀",
+    '" OR 1=1 --',
+    "'; DROP TABLE products; --",
+    "products_fts",
+    "rank",
+    "ROWID:1",
+    "a " * 100,
+    "copper " * 28,
 ]
 
 
@@ -388,13 +434,15 @@ async def test_creating_a_product_with_a_taken_sku_is_a_conflict(
     seeded = (await all_products(http))[0]
 
     for sku in (created["sku"], seeded["sku"]):
-        reply = await call(http, "POST", "/v1/admin/products",
-                           body=product_body(sku, name="Impostor"))
+        reply = await call(
+            http, "POST", "/v1/admin/products", body=product_body(sku, name="Impostor")
+        )
         problem = assert_problem(reply, 409)
         assert sku in problem["detail"]
 
-    assert ok(await call(http, "GET", f"/v1/products/by-sku/{created['sku']}"))["name"] == (
-        created["name"]
+    assert (
+        ok(await call(http, "GET", f"/v1/products/by-sku/{created['sku']}"))["name"]
+        == (created["name"])
     )
     assert ok(await call(http, "GET", f"/v1/products/by-sku/{seeded['sku']}")) == seeded
 
@@ -419,8 +467,9 @@ async def test_creating_a_product_in_an_unknown_category_is_rejected(
 ) -> None:
     sku = unique_sku()
 
-    reply = await call(http, "POST", "/v1/admin/products",
-                       body=product_body(sku, category="no-such-category"))
+    reply = await call(
+        http, "POST", "/v1/admin/products", body=product_body(sku, category="no-such-category")
+    )
 
     problem = assert_problem(reply, 422)
     assert "no-such-category" in problem["detail"]
@@ -434,8 +483,9 @@ async def test_changing_a_price_is_seen_by_every_reader(
 ) -> None:
     new_price = {"amount_cents": created["price"]["amount_cents"] + 1234, "currency": "EUR"}
 
-    changed = ok(await call(http, "PUT", f"/v1/admin/products/{created['id']}/price",
-                            body=new_price))
+    changed = ok(
+        await call(http, "PUT", f"/v1/admin/products/{created['id']}/price", body=new_price)
+    )
 
     assert changed["price"] == new_price
     assert {k: v for k, v in changed.items() if k != "price"} == {
@@ -444,7 +494,8 @@ async def test_changing_a_price_is_seen_by_every_reader(
     assert ok(await call(http, "GET", f"/v1/products/{created['id']}"))["price"] == new_price
     rpc = await catalog_rpc.GetProducts(catalog_pb2.GetProductsRequest(ids=[created["id"]]))
     assert (rpc.products[0].price.amount_cents, rpc.products[0].price.currency) == (
-        new_price["amount_cents"], "EUR"
+        new_price["amount_cents"],
+        "EUR",
     )
 
 
@@ -453,8 +504,12 @@ async def test_changing_the_price_of_an_unknown_product_is_not_found(
 ) -> None:
     unknown = max(p["id"] for p in await all_products(http)) + 1000
 
-    reply = await call(http, "PUT", f"/v1/admin/products/{unknown}/price",
-                       body={"amount_cents": 100, "currency": "USD"})
+    reply = await call(
+        http,
+        "PUT",
+        f"/v1/admin/products/{unknown}/price",
+        body={"amount_cents": 100, "currency": "USD"},
+    )
 
     assert_problem(reply, 404)
     assert_problem(await call(http, "GET", f"/v1/products/{unknown}"), 404)
@@ -485,12 +540,23 @@ async def test_get_products_answers_in_the_order_asked_and_lists_the_missing_ids
     assert list(response.missing_ids) == [absent, 2**62, -7]
     for message in response.products:
         http_view = by_id[message.id]
-        assert (message.sku, message.name, message.description, message.category,
-                message.image_url) == (http_view["sku"], http_view["name"],
-                                       http_view["description"], http_view["category"],
-                                       http_view["image_url"])
-        assert {"amount_cents": message.price.amount_cents,
-                "currency": message.price.currency} == http_view["price"]
+        assert (
+            message.sku,
+            message.name,
+            message.description,
+            message.category,
+            message.image_url,
+        ) == (
+            http_view["sku"],
+            http_view["name"],
+            http_view["description"],
+            http_view["category"],
+            http_view["image_url"],
+        )
+        assert {
+            "amount_cents": message.price.amount_cents,
+            "currency": message.price.currency,
+        } == http_view["price"]
 
 
 async def test_get_products_with_no_ids_returns_nothing(
@@ -549,19 +615,31 @@ BAD_REQUESTS: list[Any] = [
     pytest.param("GET", "/v1/products", {"page": "-1"}, None, None, 422, id="list-page-negative"),
     pytest.param("GET", "/v1/products", {"page": str(10**9)}, None, None, 422, id="list-page-1e9"),
     pytest.param("GET", "/v1/products", {"page": str(2**70)}, None, None, 422, id="list-page-2e70"),
-    pytest.param("GET", "/v1/products", {"page_size": "1000"}, None, None, 422,
-                 id="list-page-size-1000"),
-    pytest.param("GET", "/v1/products", {"page_size": "101"}, None, None, 422,
-                 id="list-page-size-101"),
+    pytest.param(
+        "GET", "/v1/products", {"page_size": "1000"}, None, None, 422, id="list-page-size-1000"
+    ),
+    pytest.param(
+        "GET", "/v1/products", {"page_size": "101"}, None, None, 422, id="list-page-size-101"
+    ),
     pytest.param("GET", "/v1/products", {"page_size": "0"}, None, None, 422, id="list-page-size-0"),
-    pytest.param("GET", "/v1/products", {"page_size": "ten"}, None, None, 422,
-                 id="list-page-size-word"),
-    pytest.param("GET", "/v1/products", {"category": "Kitchen"}, None, None, 422,
-                 id="list-category-capitals"),
-    pytest.param("GET", "/v1/products", {"category": "../kitchen"}, None, None, 422,
-                 id="list-category-path"),
-    pytest.param("GET", "/v1/products", {"category": "kitchen' OR '1'='1"}, None, None, 422,
-                 id="list-category-sql"),
+    pytest.param(
+        "GET", "/v1/products", {"page_size": "ten"}, None, None, 422, id="list-page-size-word"
+    ),
+    pytest.param(
+        "GET", "/v1/products", {"category": "Kitchen"}, None, None, 422, id="list-category-capitals"
+    ),
+    pytest.param(
+        "GET", "/v1/products", {"category": "../kitchen"}, None, None, 422, id="list-category-path"
+    ),
+    pytest.param(
+        "GET",
+        "/v1/products",
+        {"category": "kitchen' OR '1'='1"},
+        None,
+        None,
+        422,
+        id="list-category-sql",
+    ),
     pytest.param("GET", "/v1/products", {"q": ""}, None, None, 422, id="list-q-empty"),
     pytest.param("GET", "/v1/products", {"q": "x" * 201}, None, None, 422, id="list-q-too-long"),
     pytest.param("GET", "/v1/products", {"q": '"*()'}, None, None, 422, id="list-q-no-words"),
@@ -579,121 +657,334 @@ BAD_REQUESTS: list[Any] = [
     pytest.param("GET", "/v1/products/by-sku/kit-0001", None, None, None, 422, id="sku-lower"),
     pytest.param("GET", "/v1/products/by-sku/AB", None, None, None, 422, id="sku-short"),
     pytest.param("GET", "/v1/products/by-sku/" + "A" * 41, None, None, None, 422, id="sku-long"),
-    pytest.param("GET", "/v1/products/by-sku/KIT_0001", None, None, None, 422,
-                 id="sku-underscore"),
-    pytest.param("GET", "/v1/products/by-sku/KIT-0001%0A", None, None, None, 422,
-                 id="sku-newline"),
-    pytest.param("GET", "/v1/products/by-sku/KIT-0001%27%20OR%201=1", None, None, None, 422,
-                 id="sku-sql"),
-    pytest.param("GET", "/v1/products/by-sku/NOPE-000000", None, None, None, 404,
-                 id="sku-unknown"),
+    pytest.param("GET", "/v1/products/by-sku/KIT_0001", None, None, None, 422, id="sku-underscore"),
+    pytest.param("GET", "/v1/products/by-sku/KIT-0001%0A", None, None, None, 422, id="sku-newline"),
+    pytest.param(
+        "GET", "/v1/products/by-sku/KIT-0001%27%20OR%201=1", None, None, None, 422, id="sku-sql"
+    ),
+    pytest.param("GET", "/v1/products/by-sku/NOPE-000000", None, None, None, 404, id="sku-unknown"),
     # GET /v1/categories
-    pytest.param("POST", "/v1/categories", None, {"slug": "x", "name": "X"}, None, 405,
-                 id="categories-post"),
+    pytest.param(
+        "POST", "/v1/categories", None, {"slug": "x", "name": "X"}, None, 405, id="categories-post"
+    ),
     # POST /v1/admin/products
-    pytest.param("POST", "/v1/admin/products", None, new(sku="lower-1"), None, 422,
-                 id="create-sku-lower"),
-    pytest.param("POST", "/v1/admin/products", None, new(sku="A" * 41), None, 422,
-                 id="create-sku-long"),
-    pytest.param("POST", "/v1/admin/products", None, new(sku=1234), None, 422,
-                 id="create-sku-number"),
-    pytest.param("POST", "/v1/admin/products", None, new(name=""), None, 422,
-                 id="create-name-empty"),
-    pytest.param("POST", "/v1/admin/products", None, new(name="n" * 201), None, 422,
-                 id="create-name-long"),
-    pytest.param("POST", "/v1/admin/products", None, new(name=5), None, 422,
-                 id="create-name-number"),
-    pytest.param("POST", "/v1/admin/products", None, new(name=None), None, 422,
-                 id="create-name-null"),
-    pytest.param("POST", "/v1/admin/products", None, new(description="d" * 4001), None, 422,
-                 id="create-description-long"),
-    pytest.param("POST", "/v1/admin/products", None, new(category="Home Decor"), None, 422,
-                 id="create-category-malformed"),
-    pytest.param("POST", "/v1/admin/products", None, new(category="no-such-category"), None, 422,
-                 id="create-category-unknown"),
-    pytest.param("POST", "/v1/admin/products", None, new(image_url="u" * 501), None, 422,
-                 id="create-image-url-long"),
-    pytest.param("POST", "/v1/admin/products", None, new(price=price(amount_cents=12.5)), None,
-                 422, id="create-amount-float"),
-    pytest.param("POST", "/v1/admin/products", None, new(price=price(amount_cents="12")), None,
-                 422, id="create-amount-string"),
-    pytest.param("POST", "/v1/admin/products", None, new(price=price(amount_cents=True)), None,
-                 422, id="create-amount-bool"),
-    pytest.param("POST", "/v1/admin/products", None, new(price=price(amount_cents=0)), None,
-                 422, id="create-amount-zero"),
-    pytest.param("POST", "/v1/admin/products", None, new(price=price(amount_cents=-100)), None,
-                 422, id="create-amount-negative"),
-    pytest.param("POST", "/v1/admin/products", None,
-                 new(price=price(amount_cents=MAX_PRICE_CENTS + 1)), None, 422,
-                 id="create-amount-over-max"),
-    pytest.param("POST", "/v1/admin/products", None, new(price=price(amount_cents=10**30)), None,
-                 422, id="create-amount-huge"),
-    pytest.param("POST", "/v1/admin/products", None, new(price=price(currency="usd")), None,
-                 422, id="create-currency-lower"),
-    pytest.param("POST", "/v1/admin/products", None, new(price=price(currency="USD\n")), None,
-                 422, id="create-currency-newline"),
-    pytest.param("POST", "/v1/admin/products", None, new(price=1500), None, 422,
-                 id="create-price-number"),
-    pytest.param("POST", "/v1/admin/products", None, new(price=price(tax=1)), None, 422,
-                 id="create-price-extra-field"),
-    pytest.param("POST", "/v1/admin/products", None, new(featured=True), None, 422,
-                 id="create-extra-field"),
-    pytest.param("POST", "/v1/admin/products", None, new(id=1), None, 422,
-                 id="create-id-given"),
-    pytest.param("POST", "/v1/admin/products", None, {"sku": "BAD-MISSING"}, None, 422,
-                 id="create-fields-missing"),
+    pytest.param(
+        "POST", "/v1/admin/products", None, new(sku="lower-1"), None, 422, id="create-sku-lower"
+    ),
+    pytest.param(
+        "POST", "/v1/admin/products", None, new(sku="A" * 41), None, 422, id="create-sku-long"
+    ),
+    pytest.param(
+        "POST", "/v1/admin/products", None, new(sku=1234), None, 422, id="create-sku-number"
+    ),
+    pytest.param(
+        "POST", "/v1/admin/products", None, new(name=""), None, 422, id="create-name-empty"
+    ),
+    pytest.param(
+        "POST", "/v1/admin/products", None, new(name="n" * 201), None, 422, id="create-name-long"
+    ),
+    pytest.param(
+        "POST", "/v1/admin/products", None, new(name=5), None, 422, id="create-name-number"
+    ),
+    pytest.param(
+        "POST", "/v1/admin/products", None, new(name=None), None, 422, id="create-name-null"
+    ),
+    pytest.param(
+        "POST",
+        "/v1/admin/products",
+        None,
+        new(description="d" * 4001),
+        None,
+        422,
+        id="create-description-long",
+    ),
+    pytest.param(
+        "POST",
+        "/v1/admin/products",
+        None,
+        new(category="Home Decor"),
+        None,
+        422,
+        id="create-category-malformed",
+    ),
+    pytest.param(
+        "POST",
+        "/v1/admin/products",
+        None,
+        new(category="no-such-category"),
+        None,
+        422,
+        id="create-category-unknown",
+    ),
+    pytest.param(
+        "POST",
+        "/v1/admin/products",
+        None,
+        new(image_url="u" * 501),
+        None,
+        422,
+        id="create-image-url-long",
+    ),
+    pytest.param(
+        "POST",
+        "/v1/admin/products",
+        None,
+        new(price=price(amount_cents=12.5)),
+        None,
+        422,
+        id="create-amount-float",
+    ),
+    pytest.param(
+        "POST",
+        "/v1/admin/products",
+        None,
+        new(price=price(amount_cents="12")),
+        None,
+        422,
+        id="create-amount-string",
+    ),
+    pytest.param(
+        "POST",
+        "/v1/admin/products",
+        None,
+        new(price=price(amount_cents=True)),
+        None,
+        422,
+        id="create-amount-bool",
+    ),
+    pytest.param(
+        "POST",
+        "/v1/admin/products",
+        None,
+        new(price=price(amount_cents=0)),
+        None,
+        422,
+        id="create-amount-zero",
+    ),
+    pytest.param(
+        "POST",
+        "/v1/admin/products",
+        None,
+        new(price=price(amount_cents=-100)),
+        None,
+        422,
+        id="create-amount-negative",
+    ),
+    pytest.param(
+        "POST",
+        "/v1/admin/products",
+        None,
+        new(price=price(amount_cents=MAX_PRICE_CENTS + 1)),
+        None,
+        422,
+        id="create-amount-over-max",
+    ),
+    pytest.param(
+        "POST",
+        "/v1/admin/products",
+        None,
+        new(price=price(amount_cents=10**30)),
+        None,
+        422,
+        id="create-amount-huge",
+    ),
+    pytest.param(
+        "POST",
+        "/v1/admin/products",
+        None,
+        new(price=price(currency="usd")),
+        None,
+        422,
+        id="create-currency-lower",
+    ),
+    pytest.param(
+        "POST",
+        "/v1/admin/products",
+        None,
+        new(price=price(currency="USD\n")),
+        None,
+        422,
+        id="create-currency-newline",
+    ),
+    pytest.param(
+        "POST", "/v1/admin/products", None, new(price=1500), None, 422, id="create-price-number"
+    ),
+    pytest.param(
+        "POST",
+        "/v1/admin/products",
+        None,
+        new(price=price(tax=1)),
+        None,
+        422,
+        id="create-price-extra-field",
+    ),
+    pytest.param(
+        "POST", "/v1/admin/products", None, new(featured=True), None, 422, id="create-extra-field"
+    ),
+    pytest.param("POST", "/v1/admin/products", None, new(id=1), None, 422, id="create-id-given"),
+    pytest.param(
+        "POST",
+        "/v1/admin/products",
+        None,
+        {"sku": "BAD-MISSING"},
+        None,
+        422,
+        id="create-fields-missing",
+    ),
     pytest.param("POST", "/v1/admin/products", None, [new()], None, 422, id="create-list"),
     pytest.param("POST", "/v1/admin/products", None, None, b"", 422, id="create-no-body"),
     pytest.param("POST", "/v1/admin/products", None, None, b"null", 422, id="create-null"),
-    pytest.param("POST", "/v1/admin/products", None, None, b'{"sku": "BAD-1", ', 422,
-                 id="create-malformed-json"),
-    pytest.param("POST", "/v1/admin/products", None, None, b"\xff\xfe\x00", 400,
-                 id="create-not-utf8"),
-    pytest.param("POST", "/v1/admin/products", None, None,
-                 b'{"sku":"BAD-NAN","name":"x","category":"kitchen",'
-                 b'"price":{"amount_cents":NaN,"currency":"USD"}}', 422, id="create-nan"),
-    pytest.param("POST", "/v1/admin/products", None, None,
-                 b'{"sku":"BAD-SUR","name":"\\ud800","category":"kitchen",'
-                 b'"price":{"amount_cents":1,"currency":"USD"}}', 422,
-                 id="create-lone-surrogate"),
+    pytest.param(
+        "POST",
+        "/v1/admin/products",
+        None,
+        None,
+        b'{"sku": "BAD-1", ',
+        422,
+        id="create-malformed-json",
+    ),
+    pytest.param(
+        "POST", "/v1/admin/products", None, None, b"\xff\xfe\x00", 400, id="create-not-utf8"
+    ),
+    pytest.param(
+        "POST",
+        "/v1/admin/products",
+        None,
+        None,
+        b'{"sku":"BAD-NAN","name":"x","category":"kitchen",'
+        b'"price":{"amount_cents":NaN,"currency":"USD"}}',
+        422,
+        id="create-nan",
+    ),
+    pytest.param(
+        "POST",
+        "/v1/admin/products",
+        None,
+        None,
+        b'{"sku":"BAD-SUR","name":"\\ud800","category":"kitchen",'
+        b'"price":{"amount_cents":1,"currency":"USD"}}',
+        422,
+        id="create-lone-surrogate",
+    ),
     pytest.param("POST", "/v1/admin/products", None, None, NESTED, 400, id="create-deep-json"),
     pytest.param("POST", "/v1/admin/products", None, None, OVERSIZED, 413, id="create-oversized"),
     pytest.param("GET", "/v1/admin/products", None, None, None, 405, id="create-get"),
     # PUT /v1/admin/products/{id}/price
-    pytest.param("PUT", "/v1/admin/products/x/price", None, price(), None, 422,
-                 id="price-id-word"),
-    pytest.param("PUT", "/v1/admin/products/0/price", None, price(), None, 422,
-                 id="price-id-zero"),
-    pytest.param("PUT", "/v1/admin/products/987654321/price", None, price(), None, 404,
-                 id="price-id-unknown"),
-    pytest.param("PUT", "/v1/admin/products/1/price", None, price(amount_cents=12.5), None, 422,
-                 id="price-amount-float"),
-    pytest.param("PUT", "/v1/admin/products/1/price", None, price(amount_cents="12"), None, 422,
-                 id="price-amount-string"),
-    pytest.param("PUT", "/v1/admin/products/1/price", None, price(amount_cents=0), None, 422,
-                 id="price-amount-zero"),
-    pytest.param("PUT", "/v1/admin/products/1/price", None, price(amount_cents=-1), None, 422,
-                 id="price-amount-negative"),
-    pytest.param("PUT", "/v1/admin/products/1/price", None,
-                 price(amount_cents=MAX_PRICE_CENTS + 1), None, 422, id="price-amount-over-max"),
-    pytest.param("PUT", "/v1/admin/products/1/price", None, price(currency="usd"), None, 422,
-                 id="price-currency-lower"),
-    pytest.param("PUT", "/v1/admin/products/1/price", None, price(currency="EURO"), None, 422,
-                 id="price-currency-four-letters"),
-    pytest.param("PUT", "/v1/admin/products/1/price", None, price(currency=None), None, 422,
-                 id="price-currency-null"),
-    pytest.param("PUT", "/v1/admin/products/1/price", None, {"amount_cents": 100}, None, 422,
-                 id="price-currency-missing"),
-    pytest.param("PUT", "/v1/admin/products/1/price", None, price(note="sale"), None, 422,
-                 id="price-extra-field"),
-    pytest.param("PUT", "/v1/admin/products/1/price", None, None, b"{amount_cents: 5}", 422,
-                 id="price-malformed-json"),
+    pytest.param("PUT", "/v1/admin/products/x/price", None, price(), None, 422, id="price-id-word"),
+    pytest.param("PUT", "/v1/admin/products/0/price", None, price(), None, 422, id="price-id-zero"),
+    pytest.param(
+        "PUT", "/v1/admin/products/987654321/price", None, price(), None, 404, id="price-id-unknown"
+    ),
+    pytest.param(
+        "PUT",
+        "/v1/admin/products/1/price",
+        None,
+        price(amount_cents=12.5),
+        None,
+        422,
+        id="price-amount-float",
+    ),
+    pytest.param(
+        "PUT",
+        "/v1/admin/products/1/price",
+        None,
+        price(amount_cents="12"),
+        None,
+        422,
+        id="price-amount-string",
+    ),
+    pytest.param(
+        "PUT",
+        "/v1/admin/products/1/price",
+        None,
+        price(amount_cents=0),
+        None,
+        422,
+        id="price-amount-zero",
+    ),
+    pytest.param(
+        "PUT",
+        "/v1/admin/products/1/price",
+        None,
+        price(amount_cents=-1),
+        None,
+        422,
+        id="price-amount-negative",
+    ),
+    pytest.param(
+        "PUT",
+        "/v1/admin/products/1/price",
+        None,
+        price(amount_cents=MAX_PRICE_CENTS + 1),
+        None,
+        422,
+        id="price-amount-over-max",
+    ),
+    pytest.param(
+        "PUT",
+        "/v1/admin/products/1/price",
+        None,
+        price(currency="usd"),
+        None,
+        422,
+        id="price-currency-lower",
+    ),
+    pytest.param(
+        "PUT",
+        "/v1/admin/products/1/price",
+        None,
+        price(currency="EURO"),
+        None,
+        422,
+        id="price-currency-four-letters",
+    ),
+    pytest.param(
+        "PUT",
+        "/v1/admin/products/1/price",
+        None,
+        price(currency=None),
+        None,
+        422,
+        id="price-currency-null",
+    ),
+    pytest.param(
+        "PUT",
+        "/v1/admin/products/1/price",
+        None,
+        {"amount_cents": 100},
+        None,
+        422,
+        id="price-currency-missing",
+    ),
+    pytest.param(
+        "PUT",
+        "/v1/admin/products/1/price",
+        None,
+        price(note="sale"),
+        None,
+        422,
+        id="price-extra-field",
+    ),
+    pytest.param(
+        "PUT",
+        "/v1/admin/products/1/price",
+        None,
+        None,
+        b"{amount_cents: 5}",
+        422,
+        id="price-malformed-json",
+    ),
     pytest.param("PUT", "/v1/admin/products/1/price", None, None, b"", 422, id="price-no-body"),
-    pytest.param("PUT", "/v1/admin/products/1/price", None, None,
-                 json.dumps(price(note="n" * (BODY_LIMIT + 10))).encode(), 413,
-                 id="price-oversized"),
-    pytest.param("POST", "/v1/admin/products/1/price", None, price(), None, 405,
-                 id="price-post"),
+    pytest.param(
+        "PUT",
+        "/v1/admin/products/1/price",
+        None,
+        None,
+        json.dumps(price(note="n" * (BODY_LIMIT + 10))).encode(),
+        413,
+        id="price-oversized",
+    ),
+    pytest.param("POST", "/v1/admin/products/1/price", None, price(), None, 405, id="price-post"),
     # Nowhere
     pytest.param("GET", "/v1/nowhere", None, None, None, 404, id="unknown-route"),
 ]
@@ -719,8 +1010,9 @@ async def test_bad_input_changes_nothing(http: aiohttp.ClientSession) -> None:
     target = before[5]
 
     for body in (price(amount_cents=0), price(currency="usd"), price(amount_cents=12.5)):
-        assert_problem(await call(http, "PUT", f"/v1/admin/products/{target['id']}/price",
-                                  body=body), 422)
+        assert_problem(
+            await call(http, "PUT", f"/v1/admin/products/{target['id']}/price", body=body), 422
+        )
     for bad in (new(price=price(amount_cents=-1)), new(category="Nope"), new(extra=1)):
         assert_problem(await call(http, "POST", "/v1/admin/products", body=bad), 422)
         assert_problem(await call(http, "GET", f"/v1/products/by-sku/{bad['sku']}"), 404)
@@ -734,8 +1026,9 @@ async def test_a_streamed_body_over_the_limit_is_refused(http: aiohttp.ClientSes
         for _ in range(BODY_LIMIT // 1024 + 8):
             yield b" " * 1024
 
-    async with http.post("/v1/admin/products", data=chunks(),
-                         headers={"content-type": "application/json"}) as r:
+    async with http.post(
+        "/v1/admin/products", data=chunks(), headers={"content-type": "application/json"}
+    ) as r:
         assert "Content-Length" not in r.request_info.headers
         reply = Reply(r.status, r.content_type, r.headers.copy(), await r.text())
 

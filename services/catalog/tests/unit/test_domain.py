@@ -8,7 +8,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-
 from souq_catalog.domain import (
     MAX_PRICE_CENTS,
     MAX_SEARCH_TERMS,
@@ -94,8 +93,20 @@ def test_a_new_product_accepts_upper_case_skus_of_three_to_forty_characters(sku:
 
 @pytest.mark.parametrize(
     "sku",
-    ["kit-0001", "Kit-0001", "AB", "", "-ABC", "A" * 41, "KIT 0001", "KIT_0001", "KIT.0001",
-     "KIT-0001\n", "\nKIT-0001", "ÄBC-1"],
+    [
+        "kit-0001",
+        "Kit-0001",
+        "AB",
+        "",
+        "-ABC",
+        "A" * 41,
+        "KIT 0001",
+        "KIT_0001",
+        "KIT.0001",
+        "KIT-0001\n",
+        "\nKIT-0001",
+        "ÄBC-1",
+    ],
 )
 def test_a_new_product_with_a_malformed_sku_is_rejected(sku: str) -> None:
     with pytest.raises(InvalidProduct, match="sku"):
@@ -115,8 +126,17 @@ def test_a_new_product_accepts_a_lower_case_category_slug(category: str) -> None
 
 @pytest.mark.parametrize(
     "category",
-    ["Kitchen", "", "-kitchen", "home decor", "home_decor", "a" * 41, "kitchen\n", "../kitchen",
-     "küche"],
+    [
+        "Kitchen",
+        "",
+        "-kitchen",
+        "home decor",
+        "home_decor",
+        "a" * 41,
+        "kitchen\n",
+        "../kitchen",
+        "küche",
+    ],
 )
 def test_a_new_product_in_a_malformed_category_is_rejected(category: str) -> None:
     with pytest.raises(InvalidProduct, match="category"):
@@ -155,8 +175,7 @@ def test_an_underscore_separates_search_terms_as_the_index_does() -> None:
         ("name:copper -brass ^tea + {x y}", ["name", "copper", "brass", "tea", "x", "y"]),
         ('" OR 1=1; DROP TABLE products; --', ["or", "1", "1", "drop", "table", "products"]),
     ],
-    ids=["quotes", "and", "or", "not", "near", "star", "parentheses", "columns-and-carets",
-         "sql"],
+    ids=["quotes", "and", "or", "not", "near", "star", "parentheses", "columns-and-carets", "sql"],
 )
 def test_search_syntax_becomes_plain_words(text: str, terms: list[str]) -> None:
     found = search_terms(text)
@@ -173,8 +192,22 @@ def test_a_search_uses_at_most_the_first_few_terms() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", " ", "\t\n", '"', '""', "*", "()", "-", "^", ":", '"*" ( ) - + ^ : { }', "___", "—…",
-     "\x00"],
+    [
+        "",
+        " ",
+        "\t\n",
+        '"',
+        '""',
+        "*",
+        "()",
+        "-",
+        "^",
+        ":",
+        '"*" ( ) - + ^ : { }',
+        "___",
+        "—…",
+        "\x00",
+    ],
 )
 def test_a_search_without_any_letter_or_digit_is_rejected(text: str) -> None:
     with pytest.raises(InvalidProduct, match="letter or digit"):

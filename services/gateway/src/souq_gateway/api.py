@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
 from pydantic import BaseModel, Field
-
 from souq_chassis.problems import problem, request_id_of
 from souq_chassis.resilience import UpstreamUnavailable
+
 from souq_gateway.domain import Availability
 from souq_gateway.service import ProductNotFound, ProductView, Storefront
 from souq_gateway.upstreams import Money, UpstreamRejected
@@ -28,7 +28,9 @@ class Product(BaseModel):
     availability: Availability = Field(
         description="in_stock, low_stock, out_of_stock, or unknown when inventory did not answer"
     )
-    available_quantity: int | None = Field(description="Units that can be ordered now; null if unknown")
+    available_quantity: int | None = Field(
+        description="Units that can be ordered now; null if unknown"
+    )
 
     @classmethod
     def of(cls, view: ProductView) -> Product:
@@ -66,9 +68,13 @@ def include(app: FastAPI, storefront: Storefront) -> None:
         page: Annotated[int, Query(ge=1, le=10_000)] = 1,
         page_size: Annotated[int, Query(ge=1, le=100)] = 20,
         category: Annotated[str | None, Query(pattern=CATEGORY_PATTERN)] = None,
-        q: Annotated[str | None, Query(min_length=1, max_length=200, description="Full-text search")] = None,
+        q: Annotated[
+            str | None, Query(min_length=1, max_length=200, description="Full-text search")
+        ] = None,
     ) -> ProductPage:
-        listing = await storefront.products(page=page, page_size=page_size, category=category, query=q)
+        listing = await storefront.products(
+            page=page, page_size=page_size, category=category, query=q
+        )
         return ProductPage(
             items=[Product.of(v) for v in listing.items],
             page=listing.page,

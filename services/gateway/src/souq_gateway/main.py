@@ -1,4 +1,4 @@
-"""Composition root: settings → upstream clients → app. `souq-gateway` or `python -m souq_gateway`."""
+"""Composition root: settings → upstream clients → app. Run: `python -m souq_gateway`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import structlog
 from fastapi import FastAPI
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
-
 from souq_chassis.app import create_app
 from souq_chassis.grpc_client import GrpcUpstream
 from souq_chassis.http_client import HttpUpstream
@@ -17,6 +16,7 @@ from souq_chassis.metrics import Metrics
 from souq_chassis.resilience import Policy
 from souq_chassis.runner import serve
 from souq_chassis.settings import ServiceSettings
+
 from souq_gateway import api
 from souq_gateway.service import Storefront
 from souq_gateway.upstreams import CatalogClient, InventoryClient

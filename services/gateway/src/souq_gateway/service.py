@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
-
 from souq_chassis.resilience import UpstreamUnavailable
+
 from souq_gateway.domain import Availability, Stock, availability_of
 from souq_gateway.upstreams import (
     CatalogCategory,

@@ -8,10 +8,10 @@ import grpc
 import orjson
 from pydantic import BaseModel, ConfigDict
 from souq.inventory.v1 import inventory_pb2, inventory_pb2_grpc
-
 from souq_chassis.grpc_client import GrpcUpstream
 from souq_chassis.http_client import HttpUpstream
 from souq_chassis.resilience import UpstreamUnavailable
+
 from souq_gateway.domain import Stock
 
 
@@ -71,7 +71,9 @@ class CatalogClient:
         return CatalogProduct.model_validate_json(reply.body)
 
     async def products(self, params: dict[str, str | int]) -> CatalogPage:
-        reply = await self._http.request("GET", "/v1/products", params=params, operation="ListProducts")
+        reply = await self._http.request(
+            "GET", "/v1/products", params=params, operation="ListProducts"
+        )
         _raise_for_client_error(reply.status, reply.body)
         return CatalogPage.model_validate_json(reply.body)
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-
 from souq_chassis.testing import ServiceProcess, free_port
 
 # No trace export from the processes under test, whatever the shell says.

@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import aiohttp
-
 from souq_chassis.testing import ServiceProcess
 
 API = "/api/v1"

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import aiohttp
-
 from souq_chassis.testing import ServiceProcess
 
 API = "/api/v1"

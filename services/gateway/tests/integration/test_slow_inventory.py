@@ -17,7 +17,6 @@ import aiohttp
 import grpc
 import pytest
 from souq.inventory.v1 import inventory_pb2, inventory_pb2_grpc
-
 from souq_chassis.testing import ServiceProcess, free_port
 
 API = "/api/v1"

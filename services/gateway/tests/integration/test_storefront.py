@@ -6,7 +6,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-
 from souq_chassis.testing import ServiceProcess
 
 API = "/api/v1"

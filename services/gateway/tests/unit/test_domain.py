@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from souq_gateway.domain import LOW_STOCK_THRESHOLD, Availability, Stock, availability_of
 
 

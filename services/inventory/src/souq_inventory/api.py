@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from souq_chassis.problems import problem, request_id_of
 
 from souq_inventory.domain import (
     MAX_RESTOCK,
@@ -15,7 +16,6 @@ from souq_inventory.domain import (
     UnknownSku,
 )
 from souq_inventory.service import InventoryService
-from souq_chassis.problems import problem, request_id_of
 
 Sku = Annotated[str, Path(pattern=SKU_PATTERN.pattern, description="Stock keeping unit")]
 

@@ -32,7 +32,9 @@ class StockLevel:
 
     def __post_init__(self) -> None:
         if self.on_hand < 0 or self.reserved < 0 or self.reserved > self.on_hand:
-            raise InvalidQuantity(f"Impossible stock for {self.sku}: {self.on_hand}/{self.reserved}.")
+            raise InvalidQuantity(
+                f"Impossible stock for {self.sku}: {self.on_hand}/{self.reserved}."
+            )
 
     @property
     def available(self) -> int:

@@ -1,4 +1,4 @@
-"""Composition root: settings → adapters → app. `souq-inventory` or `python -m souq_inventory`."""
+"""Composition root: settings → adapters → app. Run: `python -m souq_inventory`."""
 
 from __future__ import annotations
 
@@ -13,18 +13,18 @@ from fastapi import FastAPI
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from souq.inventory.v1 import inventory_pb2, inventory_pb2_grpc
-
-from souq_inventory import api
-from souq_inventory.domain import StockLevel
-from souq_inventory.repository import StockRepository
-from souq_inventory.rpc import InventoryServicer
-from souq_inventory.service import InventoryService
 from souq_chassis.app import create_app
 from souq_chassis.db import open_database
 from souq_chassis.grpc_server import GrpcServer
 from souq_chassis.metrics import Metrics
 from souq_chassis.runner import serve
 from souq_chassis.settings import GrpcServerSettings
+
+from souq_inventory import api
+from souq_inventory.domain import StockLevel
+from souq_inventory.repository import StockRepository
+from souq_inventory.rpc import InventoryServicer
+from souq_inventory.service import InventoryService
 
 SERVICE = "inventory"
 MIGRATIONS = Path(__file__).parent / "migrations"

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from souq_chassis.db import Database
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
@@ -21,7 +22,6 @@ from sqlalchemy import (
     update,
 )
 
-from souq_chassis.db import Database
 from souq_inventory.domain import StockLevel
 
 metadata = MetaData()

@@ -14,7 +14,7 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
     def __init__(self, inventory: InventoryService) -> None:
         self._inventory = inventory
 
-    async def GetAvailability(  # noqa: N802 - the name is the contract's
+    async def GetAvailability(
         self, request: inventory_pb2.GetAvailabilityRequest, context: grpc.aio.ServicerContext
     ) -> inventory_pb2.GetAvailabilityResponse:
         if len(request.skus) > MAX_SKUS:

@@ -11,7 +11,6 @@ import aiohttp
 import grpc
 import pytest
 from souq.inventory.v1 import inventory_pb2_grpc
-
 from souq_chassis.testing import ServiceProcess, free_port
 
 

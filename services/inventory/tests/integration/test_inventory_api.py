@@ -179,8 +179,9 @@ BAD_RESTOCKS: list[Any] = [
     pytest.param(None, b"quantity=1", 422, id="not-json"),
     pytest.param(None, b'{"quantity": 1e3}', 422, id="exponent"),
     pytest.param(None, b'{"quantity": NaN}', 422, id="nan"),
-    pytest.param(None, b'{"quantity": 1, "pad": "' + b"x" * BODY_LIMIT + b'"}', 413,
-                 id="oversized"),
+    pytest.param(
+        None, b'{"quantity": 1, "pad": "' + b"x" * BODY_LIMIT + b'"}', 413, id="oversized"
+    ),
 ]
 
 
@@ -190,15 +191,27 @@ async def test_a_bad_restock_is_rejected_and_changes_nothing(
 ) -> None:
     before = await stock_of(http, REJECTED["sku"])
 
-    reply = await call(http, "POST", f"/v1/admin/stock/{REJECTED['sku']}/restock",
-                       body=body, raw=raw)
+    reply = await call(
+        http, "POST", f"/v1/admin/stock/{REJECTED['sku']}/restock", body=body, raw=raw
+    )
 
     assert_problem(reply, status)
     assert await stock_of(http, REJECTED["sku"]) == before
 
 
-BAD_SKUS = ["kit-0001", "Kit-0001", "AB", "A" * 41, "-KIT-1", "KIT_0001", "KIT.0001",
-            "KIT%200001", "KIT-0001%0A", "%C3%84BC-1", "KIT-0001%27%20OR%201=1"]
+BAD_SKUS = [
+    "kit-0001",
+    "Kit-0001",
+    "AB",
+    "A" * 41,
+    "-KIT-1",
+    "KIT_0001",
+    "KIT.0001",
+    "KIT%200001",
+    "KIT-0001%0A",
+    "%C3%84BC-1",
+    "KIT-0001%27%20OR%201=1",
+]
 
 
 @pytest.mark.parametrize("sku", BAD_SKUS)

@@ -7,7 +7,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-
 from souq_inventory.domain import MAX_RESTOCK, InvalidQuantity, StockLevel, check_restock
 
 # Stock levels
@@ -36,8 +35,14 @@ def test_an_empty_shelf_is_a_valid_stock_level() -> None:
 @pytest.mark.parametrize(
     ("on_hand", "reserved"),
     [(-1, 0), (0, -1), (5, -1), (-5, -6), (5, 6), (0, 1)],
-    ids=["negative-on-hand", "negative-reserved", "negative-reserved-with-stock",
-         "both-negative", "reserving-more-than-on-hand", "reserving-from-an-empty-shelf"],
+    ids=[
+        "negative-on-hand",
+        "negative-reserved",
+        "negative-reserved-with-stock",
+        "both-negative",
+        "reserving-more-than-on-hand",
+        "reserving-from-an-empty-shelf",
+    ],
 )
 def test_an_impossible_stock_level_is_rejected(on_hand: int, reserved: int) -> None:
     with pytest.raises(InvalidQuantity, match="Impossible stock for KIT-0001"):

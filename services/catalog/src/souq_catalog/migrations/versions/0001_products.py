@@ -53,7 +53,8 @@ def upgrade() -> None:
             "VALUES ('delete', old.id, old.name, old.description); END"
         )
         op.execute(
-            "CREATE TRIGGER products_fts_update AFTER UPDATE OF name, description ON products BEGIN "
+            "CREATE TRIGGER products_fts_update AFTER UPDATE OF name, description ON products "
+            "BEGIN "
             "INSERT INTO products_fts(products_fts, rowid, name, description) "
             "VALUES ('delete', old.id, old.name, old.description); "
             "INSERT INTO products_fts(rowid, name, description) "
