@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from time import perf_counter
 from typing import Any
 
@@ -90,6 +90,29 @@ class RequestContextMiddleware:
                     duration_ms=round((perf_counter() - start) * 1000, 2),
                     request_id=request_id,
                 )
+
+
+def lifespan(
+    *,
+    on_start: Sequence[Callable[[], Awaitable[object]]] = (),
+    serving: Sequence[Callable[[], AbstractAsyncContextManager[object]]] = (),
+    on_stop: Sequence[Callable[[], Awaitable[object]]] = (),
+) -> Lifespan:
+    """A service's lifespan: run `on_start` in order, enter the `serving` contexts (servers,
+    relays); at shutdown leave them in reverse, then run `on_stop` in reverse (close pools)."""
+
+    @asynccontextmanager
+    async def run(_: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for stop in on_stop:
+                stack.push_async_callback(stop)
+            for start in on_start:
+                await start()
+            for enter in serving:
+                await stack.enter_async_context(enter())
+            yield
+
+    return run
 
 
 def create_app(

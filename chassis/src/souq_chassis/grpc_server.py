@@ -6,12 +6,14 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import grpc
+import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from souq_chassis.metrics import GrpcServerObserver, Metrics
 
 Registrar = Callable[[grpc.aio.Server], None]
+log = structlog.get_logger("souq.grpc")
 
 
 class GrpcServer:
@@ -50,6 +52,7 @@ class GrpcServer:
         self.port = bound
         await server.start()
         self._server = server
+        log.info("grpc_serving", host=self.host, port=bound)
         for name in self._service_names:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
 

@@ -19,7 +19,7 @@ class ServiceSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    data_dir: Path = Path(".souq/data")
+    data_dir: Path = Path(".souq")  # as `souq up`
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     # Head sampling ratio for traces; parent-based, so a sampled caller's trace is always kept.
@@ -39,7 +39,7 @@ class DatabaseSettings(ServiceSettings):
         return f"sqlite+aiosqlite:///{path}"
 
 
-class GrpcServerSettings(DatabaseSettings):
+class GrpcSettings(ServiceSettings):
     """Settings of a service that also serves gRPC."""
 
     grpc_host: str = "127.0.0.1"

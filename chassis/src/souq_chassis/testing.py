@@ -39,9 +39,27 @@ class ServiceProcess:
         self.ready_path = ready_path
         self.http_port = http_port
         self.url = f"http://127.0.0.1:{http_port}"
+        self.grpc_target = ""
         self._env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self._log = tempfile.NamedTemporaryFile(prefix=f"{module}-", suffix=".log", delete=False)
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def on_free_ports(
+        cls, module: str, env_prefix: str, data_dir: Path, **settings: object
+    ) -> ServiceProcess:
+        """A service with HTTP and gRPC on free ports and its data under data_dir; `settings`
+        are more of its variables by lower-case suffix (seed_demo_data=False)."""
+        http_port, grpc_port = free_port(), free_port()
+        env = {
+            f"{env_prefix}_HTTP_PORT": str(http_port),
+            f"{env_prefix}_GRPC_PORT": str(grpc_port),
+            f"{env_prefix}_DATA_DIR": str(data_dir),
+            **{f"{env_prefix}_{name.upper()}": str(value) for name, value in settings.items()},
+        }
+        process = cls(module, http_port, env)
+        process.grpc_target = f"127.0.0.1:{grpc_port}"
+        return process
 
     @property
     def log_path(self) -> Path:

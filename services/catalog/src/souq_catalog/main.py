@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -13,12 +12,12 @@ from fastapi import FastAPI
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from souq.catalog.v1 import catalog_pb2, catalog_pb2_grpc
-from souq_chassis.app import create_app
+from souq_chassis.app import create_app, lifespan
 from souq_chassis.db import open_database
 from souq_chassis.grpc_server import GrpcServer
 from souq_chassis.metrics import Metrics
 from souq_chassis.runner import serve
-from souq_chassis.settings import GrpcServerSettings
+from souq_chassis.settings import DatabaseSettings, GrpcSettings
 
 from souq_catalog import api
 from souq_catalog.domain import Category, Money, NewProduct
@@ -31,7 +30,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 log = structlog.get_logger(SERVICE)
 
 
-class CatalogSettings(GrpcServerSettings):
+class CatalogSettings(DatabaseSettings, GrpcSettings):
     model_config = SettingsConfigDict(env_prefix="CATALOG_", extra="ignore")
 
     http_port: int = Field(default=8081, ge=0, le=65535)
@@ -73,20 +72,19 @@ def build_app(settings: CatalogSettings, *, tracer_provider: Any = None) -> Fast
         [catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name],
     )
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> Any:
+    async def seed() -> None:
         if settings.seed_demo_data and await catalog.import_catalog(*demo_catalog()):
             log.info("demo_catalog_seeded")
-        async with grpc_server.running(settings.shutdown_grace_s):
-            log.info("serving", http_port=settings.http_port, grpc_port=grpc_server.port)
-            yield
-        await db.dispose()
 
     app = create_app(
         title="Souq catalog",
         version=settings.version,
         metrics=metrics,
-        lifespan=lifespan,
+        lifespan=lifespan(
+            on_start=[seed],
+            serving=[lambda: grpc_server.running(settings.shutdown_grace_s)],
+            on_stop=[db.dispose],
+        ),
         readiness={"database": db.ping},
         max_body_bytes=settings.max_body_bytes,
     )

@@ -11,7 +11,7 @@ import aiohttp
 import grpc
 import pytest
 from souq.catalog.v1 import catalog_pb2_grpc
-from souq_chassis.testing import ServiceProcess, free_port
+from souq_chassis.testing import ServiceProcess
 
 
 @dataclass(frozen=True)
@@ -23,27 +23,19 @@ class RunningCatalog:
 
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCatalog]:
-    http_port, grpc_port = free_port(), free_port()
     data_dir = tmp_path_factory.mktemp("catalog-data")
-    service = ServiceProcess(
+    service = ServiceProcess.on_free_ports(
         "souq_catalog",
-        http_port,
-        {
-            "CATALOG_HTTP_HOST": "127.0.0.1",
-            "CATALOG_HTTP_PORT": str(http_port),
-            "CATALOG_GRPC_HOST": "127.0.0.1",
-            "CATALOG_GRPC_PORT": str(grpc_port),
-            "CATALOG_DATA_DIR": str(data_dir),
-            "CATALOG_DATABASE_URL": "",
-            "CATALOG_SEED_DEMO_DATA": "true",
-            "CATALOG_ENVIRONMENT": "test",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": "",
-        },
+        "CATALOG",
+        data_dir,
+        database_url="",
+        seed_demo_data=True,
+        environment="test",
     )
     with ExitStack() as stack:
         stack.push(service)  # stopped, and its log removed, however start() or the tests end
         service.start()
-        yield RunningCatalog(service.url, f"127.0.0.1:{grpc_port}", data_dir)
+        yield RunningCatalog(service.url, service.grpc_target, data_dir)
         assert service.stop() == 0, f"did not stop cleanly on SIGTERM:\n{service.output()}"
 
 

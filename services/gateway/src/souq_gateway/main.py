@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
 from fastapi import FastAPI
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
-from souq_chassis.app import create_app
+from souq_chassis.app import create_app, lifespan
 from souq_chassis.grpc_client import GrpcUpstream
 from souq_chassis.http_client import HttpUpstream
 from souq_chassis.metrics import Metrics
@@ -58,22 +57,14 @@ def build_app(settings: GatewaySettings, *, tracer_provider: Any = None) -> Fast
 
     storefront = Storefront(CatalogClient(catalog_http), InventoryClient(inventory_grpc))
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> Any:
-        await catalog_http.start()
-        await inventory_grpc.start()
-        log.info("serving", http_port=settings.http_port)
-        try:
-            yield
-        finally:
-            await catalog_http.close()
-            await inventory_grpc.close()
-
     app = create_app(
         title="Souq API",
         version=settings.version,
         metrics=metrics,
-        lifespan=lifespan,
+        lifespan=lifespan(
+            on_start=[catalog_http.start, inventory_grpc.start],
+            on_stop=[catalog_http.close, inventory_grpc.close],
+        ),
         readiness={"catalog": catalog_http.ping},
         max_body_bytes=settings.max_body_bytes,
         openapi_prefix=api.PREFIX,

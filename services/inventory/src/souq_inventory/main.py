@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -13,12 +12,12 @@ from fastapi import FastAPI
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from souq.inventory.v1 import inventory_pb2, inventory_pb2_grpc
-from souq_chassis.app import create_app
+from souq_chassis.app import create_app, lifespan
 from souq_chassis.db import open_database
 from souq_chassis.grpc_server import GrpcServer
 from souq_chassis.metrics import Metrics
 from souq_chassis.runner import serve
-from souq_chassis.settings import GrpcServerSettings
+from souq_chassis.settings import DatabaseSettings, GrpcSettings
 
 from souq_inventory import api
 from souq_inventory.domain import StockLevel
@@ -31,7 +30,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 log = structlog.get_logger(SERVICE)
 
 
-class InventorySettings(GrpcServerSettings):
+class InventorySettings(DatabaseSettings, GrpcSettings):
     model_config = SettingsConfigDict(env_prefix="INVENTORY_", extra="ignore")
 
     http_port: int = Field(default=8082, ge=0, le=65535)
@@ -58,20 +57,19 @@ def build_app(settings: InventorySettings, *, tracer_provider: Any = None) -> Fa
         [inventory_pb2.DESCRIPTOR.services_by_name["InventoryService"].full_name],
     )
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> Any:
+    async def seed() -> None:
         if settings.seed_demo_data and await inventory.import_stock(demo_stock()):
             log.info("demo_stock_seeded")
-        async with grpc_server.running(settings.shutdown_grace_s):
-            log.info("serving", http_port=settings.http_port, grpc_port=grpc_server.port)
-            yield
-        await db.dispose()
 
     app = create_app(
         title="Souq inventory",
         version=settings.version,
         metrics=metrics,
-        lifespan=lifespan,
+        lifespan=lifespan(
+            on_start=[seed],
+            serving=[lambda: grpc_server.running(settings.shutdown_grace_s)],
+            on_stop=[db.dispose],
+        ),
         readiness={"database": db.ping},
         max_body_bytes=settings.max_body_bytes,
     )

@@ -11,7 +11,7 @@ import aiohttp
 import grpc
 import pytest
 from souq.inventory.v1 import inventory_pb2_grpc
-from souq_chassis.testing import ServiceProcess, free_port
+from souq_chassis.testing import ServiceProcess
 
 
 @dataclass(frozen=True)
@@ -23,27 +23,19 @@ class RunningInventory:
 
 @pytest.fixture(scope="module")
 def inventory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningInventory]:
-    http_port, grpc_port = free_port(), free_port()
     data_dir = tmp_path_factory.mktemp("inventory-data")
-    service = ServiceProcess(
+    service = ServiceProcess.on_free_ports(
         "souq_inventory",
-        http_port,
-        {
-            "INVENTORY_HTTP_HOST": "127.0.0.1",
-            "INVENTORY_HTTP_PORT": str(http_port),
-            "INVENTORY_GRPC_HOST": "127.0.0.1",
-            "INVENTORY_GRPC_PORT": str(grpc_port),
-            "INVENTORY_DATA_DIR": str(data_dir),
-            "INVENTORY_DATABASE_URL": "",
-            "INVENTORY_SEED_DEMO_DATA": "true",
-            "INVENTORY_ENVIRONMENT": "test",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": "",
-        },
+        "INVENTORY",
+        data_dir,
+        database_url="",
+        seed_demo_data=True,
+        environment="test",
     )
     with ExitStack() as stack:
         stack.push(service)  # stopped, and its log removed, however start() or the tests end
         service.start()
-        yield RunningInventory(service.url, f"127.0.0.1:{grpc_port}", data_dir)
+        yield RunningInventory(service.url, service.grpc_target, data_dir)
         assert service.stop() == 0, f"did not stop cleanly on SIGTERM:\n{service.output()}"
 
 
