@@ -20,10 +20,12 @@ import statistics
 import subprocess
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 from souq_chassis.testing import ServiceProcess, free_port
 
 PRODUCT_IDS = list(range(1, 97))
@@ -87,6 +89,19 @@ def cpu_seconds(services: dict[str, ServiceProcess]) -> dict[str, float]:
         t = psutil.Process(service.proc.pid).cpu_times()
         out[name] = t.user + t.system
     return out
+
+
+def inventory_calls(gateway: ServiceProcess) -> dict[str, float]:
+    """The gateway's own count of its inventory calls by outcome (ok, error, rejected)."""
+    with urllib.request.urlopen(gateway.url + "/metrics", timeout=5) as r:
+        exposition = r.read().decode()
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "upstream_requests_total" and labels.get("upstream") == "inventory":
+                counts[labels["outcome"]] = counts.get(labels["outcome"], 0) + sample.value
+    return counts
 
 
 def run_wrk(prefix: str, seconds: int, connections: int) -> tuple[int, float, float, float, int]:
@@ -185,13 +200,16 @@ def main() -> None:
             )
             for label, prefix in targets.items():
                 load(prefix, 2, args.connections)  # warm-up
-                before = cpu_seconds(services)
+                before, calls_before = cpu_seconds(services), inventory_calls(services["gateway"])
                 total, rps, p50, p99, errors = load(prefix, args.seconds, args.connections)
-                after = cpu_seconds(services)
+                after, calls_after = cpu_seconds(services), inventory_calls(services["gateway"])
                 cpu = {n: (after[n] - before[n]) / max(total, 1) * 1e6 for n in services}
+                # A page whose inventory call did not succeed went out degraded ("unknown").
+                answered = calls_after.get("ok", 0) - calls_before.get("ok", 0)
+                degraded = max(total - int(answered), 0) if label.startswith("gateway") else 0
                 print(
                     f"{label}\n  {rps:8.0f} req/s   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   "
-                    f"non-2xx {errors}"
+                    f"non-2xx {errors}   degraded (availability unknown) {degraded}"
                 )
                 print(
                     "  CPU per request: " + "   ".join(f"{n} {us:5.0f} µs" for n, us in cpu.items())
