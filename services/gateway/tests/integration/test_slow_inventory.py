@@ -245,3 +245,30 @@ async def test_an_inventory_that_refuses_to_answer_leaves_pages_up_with_availabi
         ("unknown", None)
     }
     assert elapsed < DEADLINE_S
+
+
+async def test_sigterm_lets_a_request_in_flight_finish_and_then_the_gateway_exits_cleanly(
+    http: aiohttp.ClientSession,
+    fake_inventory: tuple[ControllableInventory, str],
+    new_gateway: Callable[..., ServiceProcess],
+) -> None:
+    servicer, target = fake_inventory
+    servicer.delay_s, servicer.available, servicer.refusal = 1.0, 7, None
+    gateway = new_gateway(target, inventory_timeout_s=5)
+    try:
+        with gateway:
+            assert gateway.proc is not None
+            in_flight = asyncio.create_task(product_page(http, gateway))
+            await asyncio.sleep(0.4)  # the page now waits on inventory
+            gateway.proc.terminate()
+            page, elapsed = await in_flight
+            exit_code = await asyncio.to_thread(gateway.proc.wait, 10)
+    finally:
+        servicer.delay_s = 0.0
+
+    assert (page["availability"], page["available_quantity"]) == ("in_stock", 7)
+    assert elapsed >= 1.0  # it really was in flight when the signal came
+    assert exit_code == 0
+    with pytest.raises(aiohttp.ClientConnectionError):
+        async with http.get(f"{gateway.url}/healthz"):
+            pass
