@@ -1,11 +1,14 @@
-"""Regenerate the Python gRPC stubs in contracts/src from contracts/proto.
+"""Regenerate what contracts/ derives: gRPC stubs (src/) from proto/, and the JSON Schema of
+every event and command model (events/).
 
-Run after changing a .proto: `.venv/bin/python contracts/generate.py`.
-The stubs are committed; contracts/tests/test_stubs.py fails when they are stale.
+Run after changing a .proto or a message model: `.venv/bin/python contracts/generate.py`.
+Both are committed; contracts/tests fail when they are stale, and when a message schema
+changes in a way that breaks consumers of its published version.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from grpc_tools import protoc  # type: ignore[import-untyped]
 CONTRACTS = Path(__file__).resolve().parent
 PROTO_ROOT = CONTRACTS / "proto"
 DEFAULT_OUT = CONTRACTS / "src"
+EVENTS = CONTRACTS / "events"
 
 
 def proto_files() -> list[Path]:
@@ -41,5 +45,22 @@ def generate(out: Path) -> None:
             (out / part / "__init__.py").touch()
 
 
+def message_schemas() -> dict[str, str]:
+    """The JSON Schema of every message model, by file name (`<type>.v<version>.json`)."""
+    from souq.events import message_types
+
+    return {
+        f"{name}.json": json.dumps(model.model_json_schema(), indent=2, sort_keys=True) + "\n"
+        for name, model in sorted(message_types().items())
+    }
+
+
+def record_message_schemas() -> None:
+    EVENTS.mkdir(exist_ok=True)
+    for name, text in message_schemas().items():
+        (EVENTS / name).write_text(text)
+
+
 if __name__ == "__main__":
     generate(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_OUT)
+    record_message_schemas()

@@ -17,11 +17,11 @@ def _load_generator():  # type: ignore[no-untyped-def]
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and "__pycache__" not in p.parts
-    }
+    """The generated files under root: stubs, and the package markers of their folders."""
+    stubs = [p for p in root.rglob("*_pb2*.py*") if "__pycache__" not in p.parts]
+    markers = {folder / "__init__.py" for p in stubs for folder in p.relative_to(root).parents}
+    files = {p.relative_to(root) for p in stubs} | {m for m in markers if m != Path("__init__.py")}
+    return {str(p): (root / p).read_bytes() for p in sorted(files)}
 
 
 def test_committed_stubs_match_the_proto_files(tmp_path: Path) -> None:

@@ -1,0 +1,29 @@
+"""Events published by catalog."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from souq.events.base import Message
+
+
+class Money(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    amount_cents: int = Field(gt=0)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+
+
+class ProductCreated(Message):
+    """A product was added to the catalog; inventory starts tracking its SKU."""
+
+    TYPE: ClassVar[str] = "catalog.ProductCreated"
+    VERSION: ClassVar[int] = 1
+
+    product_id: int
+    sku: str = Field(pattern=r"^[A-Z0-9][A-Z0-9-]{2,39}$")
+    name: str
+    category: str
+    price: Money
