@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
 class Transaction:
     """Statements inside one database transaction."""
 
+    def after_commit(self, callback: Callable[[], object]) -> None:
+        """Call `callback` once this transaction has committed (never if it rolls back)."""
+        raise NotImplementedError
+
     async def execute(self, statement: Executable, params: Params = None) -> Result[Any]:
         raise NotImplementedError
 
@@ -76,8 +80,21 @@ class Database(Transaction):
 _PING = text("SELECT 1")
 
 
-class _SyncTransaction(Transaction):
+class _Hooks:
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[], object]] = []
+
+    def after_commit(self, callback: Callable[[], object]) -> None:
+        self.callbacks.append(callback)
+
+    def committed(self) -> None:
+        for callback in self.callbacks:
+            callback()
+
+
+class _SyncTransaction(_Hooks, Transaction):
     def __init__(self, connection: Connection) -> None:
+        super().__init__()
         self._connection = connection
 
     async def execute(self, statement: Executable, params: Params = None) -> Result[Any]:
@@ -113,12 +130,14 @@ class SqliteDatabase(Database):
         async with self._write_lock:
             writer = self._writer
             writer.exec_driver_sql("BEGIN IMMEDIATE")
+            tx = _SyncTransaction(writer)
             try:
-                yield _SyncTransaction(writer)
+                yield tx
             except BaseException:
                 writer.exec_driver_sql("ROLLBACK")
                 raise
             writer.exec_driver_sql("COMMIT")
+        tx.committed()
 
     async def dispose(self) -> None:
         self._reader.close()
@@ -126,8 +145,9 @@ class SqliteDatabase(Database):
         self.engine.dispose()
 
 
-class _AsyncTransaction(Transaction):
+class _AsyncTransaction(_Hooks, Transaction):
     def __init__(self, connection: AsyncConnection) -> None:
+        super().__init__()
         self._connection = connection
 
     async def execute(self, statement: Executable, params: Params = None) -> Result[Any]:
@@ -149,7 +169,9 @@ class ServerDatabase(Database):
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         async with self.engine.begin() as connection:
-            yield _AsyncTransaction(connection)
+            tx = _AsyncTransaction(connection)
+            yield tx
+        tx.committed()
 
     async def dispose(self) -> None:
         await self.engine.dispose()

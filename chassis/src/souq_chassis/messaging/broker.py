@@ -1,0 +1,119 @@
+"""One interface over NATS JetStream and RabbitMQ; `open_broker(url)` picks by URL scheme."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+
+class BrokerUnavailable(Exception):
+    """The broker did not take or confirm messages in time."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    id: str
+    type: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Handled (or handled before): remove it."""
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Failed for now: deliver again after `delay_s`."""
+
+    delay_s: float
+
+
+@dataclass(frozen=True)
+class Dead:
+    """Give up: move it to the dead-letter destination with the reason."""
+
+    reason: str
+
+
+Verdict = Ack | Retry | Dead
+# handle(body, attempt) -> what to do with the delivery; attempt counts from 1.
+Handler = Callable[[bytes, int], Awaitable[Verdict]]
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: str
+    type: str
+    consumer: str
+    error: str
+    attempts: int
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A stream or queue and how many messages it holds (pending for a consumer)."""
+
+    name: str
+    messages: int
+    detail: str = ""
+
+
+class Broker(Protocol):
+    url: str
+
+    async def connect(self) -> None:
+        """Connect, retrying until the broker answers; declare streams/exchanges."""
+
+    async def declare(self, subscriptions: Mapping[str, Sequence[str]]) -> None:
+        """Declare each consumer's queue or durable consumer for its message types."""
+
+    async def close(self) -> None: ...
+
+    async def publish(self, messages: Sequence[Outgoing], timeout_s: float = 5.0) -> None:
+        """Publish in order and wait for every confirm; BrokerUnavailable if not all came."""
+
+    async def consume(
+        self, consumer: str, types: Sequence[str], handle: Handler, batch: int = 64
+    ) -> None:
+        """Deliver to `handle` until cancelled, one message at a time, in order."""
+
+    async def lag(self, consumer: str) -> int:
+        """Messages waiting for this consumer."""
+
+    async def destinations(self, consumers: Sequence[str]) -> list[Destination]:
+        """The streams or queues of these consumers, with their message counts."""
+
+    async def dead_letters(self, consumers: Sequence[str], limit: int = 100) -> list[DeadLetter]:
+        """Dead letters of these consumers, oldest first, left in place."""
+
+    async def replay(self, consumers: Sequence[str], message_id: str) -> bool:
+        """Publish a dead letter again to its consumers and remove it; False if not found."""
+
+    async def delete_everything(self, consumers: Sequence[str]) -> None:
+        """Remove this namespace's streams or queues and exchanges (test teardown)."""
+
+
+def open_broker(url: str, *, client_name: str = "souq") -> Broker:
+    """A broker for `nats://…` (JetStream) or `amqp://…` (RabbitMQ).
+
+    `?namespace=NAME` on the URL prefixes every stream, subject, exchange and queue, so that
+    several systems (or test runs) can share one broker without seeing each other.
+    """
+    parts = urlsplit(url)
+    namespace = parse_qs(parts.query).get("namespace", [""])[0]
+    if namespace and not namespace.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"namespace {namespace!r}: letters, digits, - and _ only")
+    bare = urlunsplit(parts._replace(query=""))
+    if parts.scheme in {"nats", "tls"}:
+        from souq_chassis.messaging.nats_broker import NatsBroker
+
+        return NatsBroker(bare, client_name, namespace)
+    if parts.scheme in {"amqp", "amqps"}:
+        from souq_chassis.messaging.rabbit_broker import RabbitBroker
+
+        return RabbitBroker(bare, client_name, namespace)
+    raise ValueError(f"unsupported broker URL {url!r}: use nats://… or amqp://…")

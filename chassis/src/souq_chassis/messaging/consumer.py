@@ -1,0 +1,226 @@
+"""Idempotent consumers: each message is handled in one transaction with an inbox record of its
+id, so a redelivery has no second effect; it is acked only after that commit. A message that is
+not valid goes to the dead letters at once; one that keeps failing, after `max_attempts`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from time import perf_counter
+from typing import Any, Generic, TypeVar
+
+import structlog
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.propagate import extract
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import ValidationError
+from souq.events import Message
+from sqlalchemy import MetaData, bindparam, insert, select
+
+from souq_chassis.db import Database, Transaction
+from souq_chassis.messaging.broker import Ack, Broker, Dead, Retry, Verdict
+from souq_chassis.messaging.envelope import Envelope, decode
+from souq_chassis.messaging.tables import inbox_table
+
+M = TypeVar("M", bound=Message)
+log = structlog.get_logger("souq.consumer")
+tracer = trace.get_tracer("souq.messaging")
+
+_inbox = inbox_table(MetaData())
+_SEEN = select(_inbox.c.message_id).where(
+    _inbox.c.consumer == bindparam("consumer"), _inbox.c.message_id == bindparam("id")
+)
+_RECORD = insert(_inbox)
+
+
+@dataclass(frozen=True)
+class Subscription(Generic[M]):
+    """Handle messages of `model` with `handler(tx, message, envelope)` inside the transaction."""
+
+    model: type[M]
+    handler: Callable[[Transaction, M, Envelope], Awaitable[None]]
+
+
+class ConsumerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.consumed = Counter(
+            "messages_consumed_total",
+            "Messages handled, duplicates included.",
+            ["consumer", "type", "outcome"],
+            registry=registry,
+        )
+        self.dead = Counter(
+            "messages_dead_lettered_total",
+            "Messages moved to the dead letters.",
+            ["consumer", "type"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "message_handling_seconds",
+            "Handling time, transaction included.",
+            ["consumer", "type"],
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "message_end_to_end_seconds",
+            "From the publisher's commit to this consumer's commit.",
+            ["consumer", "type"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30),
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "consumer_lag", "Messages waiting for this consumer.", ["consumer"], registry=registry
+        )
+
+
+class Consumer:
+    def __init__(
+        self,
+        name: str,
+        db: Database,
+        broker: Broker,
+        subscriptions: Mapping[str, Subscription[Any]] | list[Subscription[Any]],
+        registry: CollectorRegistry,
+        *,
+        max_attempts: int = 5,
+        backoff_s: float = 0.1,
+        backoff_max_s: float = 5.0,
+    ) -> None:
+        self.name = name
+        self._db = db
+        self._broker = broker
+        items = subscriptions.values() if isinstance(subscriptions, Mapping) else subscriptions
+        self._subscriptions = {s.model.type_name(): s for s in items}
+        self._metrics = ConsumerMetrics(registry)
+        self.max_attempts = max_attempts
+        self._backoff_s = backoff_s
+        self._backoff_max_s = backoff_max_s
+
+    async def handle(self, body: bytes, attempt: int) -> Verdict:
+        """What to do with one delivery (the broker acks, retries or dead-letters)."""
+        try:
+            envelope = decode(body)
+            subscription = self._subscriptions[envelope.type]
+            message = subscription.model.model_validate(envelope.data)
+        except (ValidationError, KeyError, ValueError) as exc:
+            self._metrics.dead.labels(self.name, "invalid").inc()
+            log.error("message_invalid", consumer=self.name, error=str(exc)[:500])
+            return Dead(f"invalid message: {exc}"[:1000])
+        started = perf_counter()
+        token = otel_context.attach(extract(envelope.trace))
+        try:
+            with tracer.start_as_current_span(
+                f"{envelope.type} process",
+                kind=trace.SpanKind.CONSUMER,
+                attributes={
+                    "messaging.message.id": envelope.id,
+                    "messaging.consumer.group.name": self.name,
+                },
+            ):
+                return await self._handle(subscription, message, envelope, attempt)
+        finally:
+            otel_context.detach(token)
+            self._metrics.duration.labels(self.name, envelope.type).observe(
+                perf_counter() - started
+            )
+
+    async def _handle(
+        self, subscription: Subscription[Any], message: Message, envelope: Envelope, attempt: int
+    ) -> Verdict:
+        kind = envelope.type
+        try:
+            async with self._db.transaction() as tx:
+                if await tx.one(_SEEN, {"consumer": self.name, "id": envelope.id}) is not None:
+                    self._metrics.consumed.labels(self.name, kind, "duplicate").inc()
+                    log.info("message_duplicate", message_id=envelope.id, type=kind)
+                    return Ack()
+                await subscription.handler(tx, message, envelope)
+                await tx.execute(
+                    _RECORD,
+                    {
+                        "consumer": self.name,
+                        "message_id": envelope.id,
+                        "handled_at": datetime.now(UTC),
+                        "attempt": attempt,
+                    },
+                )
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            if attempt >= self.max_attempts:
+                self._metrics.dead.labels(self.name, kind).inc()
+                self._metrics.consumed.labels(self.name, kind, "dead").inc()
+                log.error(
+                    "message_dead", message_id=envelope.id, type=kind, attempt=attempt, error=reason
+                )
+                return Dead(reason)
+            delay = min(self._backoff_s * 2 ** (attempt - 1), self._backoff_max_s)
+            delay *= 0.5 + random.random()  # jitter
+            self._metrics.consumed.labels(self.name, kind, "retry").inc()
+            log.warning(
+                "message_failed", message_id=envelope.id, type=kind, attempt=attempt, error=reason
+            )
+            return Retry(delay)
+        self._metrics.consumed.labels(self.name, kind, "handled").inc()
+        age = (datetime.now(UTC) - envelope.occurred_at).total_seconds()
+        self._metrics.latency.labels(self.name, kind).observe(max(age, 0.0))
+        log.info("message_handled", message_id=envelope.id, type=kind, attempt=attempt)
+        return Ack()
+
+    async def _watch_lag(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                self._metrics.lag.labels(self.name).set(await self._broker.lag(self.name))
+            await asyncio.sleep(5)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Consumer]:
+        """Consume for the duration of the block (a service's lifespan)."""
+        types = list(self._subscriptions)
+
+        async def consume() -> None:
+            while True:
+                try:
+                    await self._broker.consume(self.name, types, self.handle)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # e.g. not connected yet: start over shortly
+                    log.warning("consumer_restarting", consumer=self.name, error=str(exc))
+                    await asyncio.sleep(0.5)
+
+        tasks = [asyncio.create_task(consume()), asyncio.create_task(self._watch_lag())]
+        try:
+            yield self
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+@asynccontextmanager
+async def connected(
+    broker: Broker, subscriptions: Mapping[str, Sequence[str]]
+) -> AsyncIterator[Broker]:
+    """Connect in the background (a service starts without its broker) and declare the whole
+    topology (`souq.events.topology.SUBSCRIPTIONS`); close at the end."""
+
+    async def connect() -> None:
+        await broker.connect()
+        await broker.declare(subscriptions)
+
+    task = asyncio.create_task(connect(), name="broker-connect")
+    try:
+        yield broker
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        await broker.close()

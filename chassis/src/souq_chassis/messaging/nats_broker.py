@@ -1,0 +1,221 @@
+"""NATS JetStream: one durable stream of events, a durable pull consumer per service, and a
+dead-letter stream. Publisher confirms are JetStream acks; `Nats-Msg-Id` deduplicates a
+message the relay publishes twice (a crash between publish and marking it sent)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import nats
+import structlog
+from nats.js import api
+from nats.js.errors import BadRequestError, NotFoundError
+
+from souq_chassis.messaging.broker import (
+    Ack,
+    BrokerUnavailable,
+    DeadLetter,
+    Destination,
+    Handler,
+    Outgoing,
+    Retry,
+)
+
+DEDUP_WINDOW_S = 600.0
+log = structlog.get_logger("souq.broker")
+
+
+class NatsBroker:
+    def __init__(self, url: str, client_name: str = "souq", namespace: str = "") -> None:
+        self.url = url
+        self._name = client_name
+        self._nc: Any = None
+        self._js: Any = None
+        prefix = f"{namespace}." if namespace else ""
+        self.stream = f"{namespace.upper()}_SOUQ_EVENTS" if namespace else "SOUQ_EVENTS"
+        self.dlq_stream = f"{namespace.upper()}_SOUQ_DLQ" if namespace else "SOUQ_DLQ"
+        self._events = f"{prefix}souq.events"
+        self._dead = f"{prefix}souq.dlq"
+
+    def _subject(self, message_type: str) -> str:
+        return f"{self._events}.{message_type}"
+
+    async def connect(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                self._nc = await nats.connect(
+                    self.url,
+                    name=self._name,
+                    connect_timeout=2,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.25,
+                )
+                break
+            except Exception as exc:  # the broker is not there yet: keep trying
+                log.warning("broker_unreachable", url=self.url, error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        self._js = self._nc.jetstream(timeout=5)
+        await self._ensure_stream(self.stream, [f"{self._events}.>"])
+        await self._ensure_stream(self.dlq_stream, [f"{self._dead}.>"])
+
+    async def _ensure_stream(self, name: str, subjects: list[str]) -> None:
+        config = api.StreamConfig(
+            name=name,
+            subjects=subjects,
+            storage=api.StorageType.FILE,
+            duplicate_window=DEDUP_WINDOW_S,
+        )
+        try:
+            await self._js.add_stream(config)
+        except BadRequestError:  # exists with another config: bring it to ours
+            await self._js.update_stream(config)
+
+    async def close(self) -> None:
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+            self._nc = None
+
+    async def publish(self, messages: Sequence[Outgoing], timeout_s: float = 5.0) -> None:
+        if self._js is None or not self._nc.is_connected:
+            raise BrokerUnavailable("not connected")
+        futures = []
+        try:
+            for m in messages:
+                headers = {"Nats-Msg-Id": m.id, "Souq-Type": m.type}
+                futures.append(
+                    await self._js.publish_async(
+                        self._subject(m.type), m.body, headers=headers, wait_stall=timeout_s
+                    )
+                )
+            await asyncio.wait_for(asyncio.gather(*futures), timeout_s)
+        except Exception as exc:
+            for future in futures:
+                future.cancel()
+            raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def declare(self, subscriptions: Mapping[str, Sequence[str]]) -> None:
+        for consumer, types in subscriptions.items():
+            await self._declare(consumer, types)
+
+    async def _declare(self, consumer: str, types: Sequence[str]) -> None:
+        config = api.ConsumerConfig(
+            durable_name=consumer,
+            filter_subjects=[self._subject(t) for t in types],
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_wait=30,
+            max_ack_pending=1000,
+        )
+        try:
+            await self._js.add_consumer(self.stream, config)
+        except BadRequestError:  # its subscriptions changed: start it over (the inbox dedups)
+            await self._js.delete_consumer(self.stream, consumer)
+            await self._js.add_consumer(self.stream, config)
+
+    async def consume(
+        self, consumer: str, types: Sequence[str], handle: Handler, batch: int = 64
+    ) -> None:
+        await self._declare(consumer, types)
+        subscription = await self._js.pull_subscribe_bind(durable=consumer, stream=self.stream)
+        while True:
+            try:
+                messages = await subscription.fetch(batch, timeout=1.0)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except Exception as exc:  # disconnected: the client reconnects by itself
+                log.warning("broker_fetch_failed", consumer=consumer, error=str(exc))
+                await asyncio.sleep(0.25)
+                continue
+            for msg in messages:
+                attempt = msg.metadata.num_delivered
+                verdict = await handle(msg.data, attempt)
+                try:
+                    if isinstance(verdict, Ack):
+                        await msg.ack()
+                    elif isinstance(verdict, Retry):
+                        await msg.nak(delay=verdict.delay_s)
+                    else:
+                        await self._dead_letter(consumer, msg, verdict.reason, attempt)
+                        await msg.term()
+                except Exception as exc:  # not acked: it comes again; the inbox dedups it
+                    log.warning("broker_ack_failed", consumer=consumer, error=str(exc))
+
+    async def _dead_letter(self, consumer: str, msg: Any, reason: str, attempt: int) -> None:
+        headers = dict(msg.headers or {})
+        message_id = headers.get("Nats-Msg-Id", "")
+        headers.update(
+            {
+                "Nats-Msg-Id": f"dead:{consumer}:{message_id}:{attempt}",
+                "Souq-Id": message_id,
+                "Souq-Consumer": consumer,
+                "Souq-Error": reason[:1000].replace("\n", " "),
+                "Souq-Attempts": str(attempt),
+                "Souq-Subject": msg.subject,
+            }
+        )
+        await self._js.publish(f"{self._dead}.{consumer}", msg.data, headers=headers)
+
+    async def lag(self, consumer: str) -> int:
+        info = await self._js.consumer_info(self.stream, consumer)
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
+    async def destinations(self, consumers: Sequence[str]) -> list[Destination]:
+        found = []
+        for name in (self.stream, self.dlq_stream):
+            info = await self._js.stream_info(name)
+            found.append(Destination(name, int(info.state.messages), "stream"))
+        for consumer in consumers:
+            with contextlib.suppress(NotFoundError):
+                pending = await self.lag(consumer)
+                found.append(Destination(f"{self.stream}/{consumer}", pending, "pending"))
+        return found
+
+    async def delete_everything(self, consumers: Sequence[str]) -> None:
+        """Remove this namespace's streams, consumers included (tests)."""
+        for name in (self.stream, self.dlq_stream):
+            with contextlib.suppress(NotFoundError):
+                await self._js.delete_stream(name)
+
+    async def _dead_messages(self, limit: int) -> list[tuple[int, Any]]:
+        info = await self._js.stream_info(self.dlq_stream)
+        found: list[tuple[int, Any]] = []
+        seq = max(int(info.state.first_seq), int(info.state.last_seq) - limit * 4, 1)
+        while seq <= info.state.last_seq and len(found) < limit:
+            with contextlib.suppress(NotFoundError):
+                found.append((seq, await self._js.get_msg(self.dlq_stream, seq)))
+            seq += 1
+        return found
+
+    async def dead_letters(self, consumers: Sequence[str], limit: int = 100) -> list[DeadLetter]:
+        letters = []
+        for _, raw in await self._dead_messages(limit):
+            h = raw.headers or {}
+            letters.append(
+                DeadLetter(
+                    id=h.get("Souq-Id", ""),
+                    type=h.get("Souq-Type", ""),
+                    consumer=h.get("Souq-Consumer", ""),
+                    error=h.get("Souq-Error", ""),
+                    attempts=int(h.get("Souq-Attempts", "0")),
+                    body=raw.data or b"",
+                )
+            )
+        return letters
+
+    async def replay(self, consumers: Sequence[str], message_id: str) -> bool:
+        for seq, raw in await self._dead_messages(10_000):
+            h = raw.headers or {}
+            if h.get("Souq-Id") != message_id:
+                continue
+            headers = {"Nats-Msg-Id": f"{message_id}:replay:{seq}", "Souq-Type": h["Souq-Type"]}
+            await self._js.publish(h["Souq-Subject"], raw.data, headers=headers)
+            await self._js.delete_msg(self.dlq_stream, seq)
+            return True
+        return False
