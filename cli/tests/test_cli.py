@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import typer
 from souq_cli.main import _parse_ports, app
-from souq_cli.services import DEFAULT_PORTS, SERVICES
+from souq_cli.services import APPLICATION, DEFAULT_PORTS, services
 from souq_cli.state import RunState, ServiceState
 from typer.testing import CliRunner
 
@@ -25,11 +25,25 @@ def test_port_overrides_replace_defaults_and_bad_ones_are_refused() -> None:
 def test_every_service_gets_its_own_ports_and_the_gateway_finds_its_upstreams() -> None:
     ports = _parse_ports([])
     assert len(set(ports.values())) == len(ports)
-    envs = {s.name: s.environment(ports, Path("/data")) for s in SERVICES}
+    envs = {s.name: s.environment(ports, Path("/data")) for s in APPLICATION}
     assert envs["catalog"]["CATALOG_HTTP_PORT"] == str(ports["catalog"])
     assert envs["inventory"]["INVENTORY_GRPC_PORT"] == str(ports["inventory-grpc"])
     assert envs["gateway"]["GATEWAY_CATALOG_URL"].endswith(f":{ports['catalog']}")
     assert envs["gateway"]["GATEWAY_INVENTORY_TARGET"].endswith(f":{ports['inventory-grpc']}")
+    assert envs["catalog"]["SOUQ_BROKER_URL"] == f"nats://127.0.0.1:{ports['nats']}"
+    assert envs["inventory"]["SOUQ_BROKER_URL"] == envs["catalog"]["SOUQ_BROKER_URL"]
+
+
+def test_one_variable_moves_every_service_to_another_broker_and_drops_the_embedded_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert "nats" in [s.name for s in services()]
+    monkeypatch.setenv("SOUQ_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    assert "nats" not in [s.name for s in services()]
+    ports = _parse_ports([])
+    for spec in APPLICATION:
+        env = spec.environment(ports, Path("/data"))
+        assert env.get("SOUQ_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/").startswith("amqp")
 
 
 def test_status_says_when_nothing_runs(tmp_path: Path) -> None:

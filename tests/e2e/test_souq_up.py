@@ -128,6 +128,33 @@ def test_the_system_serves_products_survives_an_inventory_crash_and_recovers(
         }
         assert holders == {db.stem}, (db.name, holders)
 
+    # An event crosses the broker: a product created in catalog gets a stock record in
+    # inventory, with nothing shared between them but the event's contract.
+    catalog = f"http://127.0.0.1:{system.ports['catalog']}"
+    new = {
+        "sku": "E2E-0001",
+        "name": "Hand-carved Cedar Box",
+        "category": "home-decor",
+        "price": {"amount_cents": 3900, "currency": "USD"},
+    }
+    request = urllib.request.Request(
+        f"{catalog}/v1/admin/products",
+        data=orjson.dumps(new),
+        headers={"content-type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as r:
+        created = orjson.loads(r.read())
+    inventory = f"http://127.0.0.1:{system.ports['inventory']}"
+
+    def tracked() -> Any:
+        code, body = get(f"{inventory}/v1/stock/E2E-0001")
+        return body if code == 200 else None
+
+    assert wait_for("inventory to track the new SKU", tracked, 15)["on_hand"] == 0
+    status, page = get(f"{system.gateway}/api/v1/products/{created['id']}")
+    assert (status, page["availability"]) == (200, "out_of_stock")
+
     inventory_pid = state.services["inventory"].pid
     assert inventory_pid
     psutil.Process(inventory_pid).send_signal(signal.SIGKILL)

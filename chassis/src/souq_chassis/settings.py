@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -44,3 +44,14 @@ class GrpcSettings(ServiceSettings):
 
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(default=50050, ge=0, le=65535)
+
+
+class MessagingSettings(ServiceSettings):
+    """Settings of a service on the message broker. One variable for every service,
+    SOUQ_BROKER_URL: `nats://…` (JetStream) or `amqp://…` (RabbitMQ); the default is the
+    embedded NATS that `souq up` starts."""
+
+    broker_url: str = Field(
+        default="nats://127.0.0.1:14222",
+        validation_alias=AliasChoices("SOUQ_BROKER_URL", "broker_url"),
+    )

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
 import sys
 import time
+import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import psutil
 import typer
 from rich.console import Console
 from rich.table import Table
+from souq.events.topology import SUBSCRIPTIONS
+from souq_chassis.messaging.broker import Broker, open_broker
 
-from souq_cli.services import DEFAULT_PORTS, SERVICES
+from souq_cli.services import DEFAULT_PORTS, broker_url, external_broker, services
 from souq_cli.state import RunState, alive
 from souq_cli.supervisor import Supervisor
 
@@ -24,6 +29,7 @@ app = typer.Typer(
     help="Run Souq locally: every service its own process, no Docker.", no_args_is_help=True
 )
 console = Console()
+T = TypeVar("T")
 
 DataDir = Annotated[
     Path,
@@ -79,7 +85,8 @@ def up(
             f"[red]Souq is already running from {data_dir} (pid {previous.supervisor_pid}).[/]"
         )
         raise typer.Exit(1)
-    taken = [f"{name} {p}" for name, p in ports.items() if _port_taken(p)]
+    used = {n: p for n, p in ports.items() if not (external_broker() and n.startswith("nats"))}
+    taken = [f"{name} {p}" for name, p in used.items() if _port_taken(p)]
     if taken:
         console.print(
             f"[red]Ports in use: {', '.join(taken)}. Free them or pass --port NAME=PORT.[/]"
@@ -94,7 +101,12 @@ def up(
             f"  storefront API   {gateway}/api/v1/products",
             f"  API docs         {gateway}/api/v1/docs",
         ]
-        lines += [f"  {s.name:<16} {s.http_url(ports)}  (metrics at /metrics)" for s in SERVICES]
+        lines += [
+            f"  {s.name:<16} {s.http_url(ports)}  (metrics at /metrics)"
+            for s in services()
+            if s.module
+        ]
+        lines.append(f"  broker           {broker_url(ports)}")
         lines.append(
             "  Ctrl-C stops everything; `souq status` in another terminal shows the processes."
         )
@@ -168,6 +180,93 @@ def logs(
         if service is None or line.startswith(f"{service} |")
     ]
     sys.stdout.write("\n".join(wanted[-lines:]) + "\n")
+
+
+dlq = typer.Typer(help="Dead letters: messages a consumer gave up on.", no_args_is_help=True)
+app.add_typer(dlq, name="dlq")
+
+
+def _broker_of(data_dir: Path) -> str:
+    state = RunState.load(data_dir.resolve())
+    return (state.broker_url if state else "") or broker_url(DEFAULT_PORTS)
+
+
+async def _with_broker(url: str, work: Callable[[Broker], Awaitable[T]]) -> T:
+    broker = open_broker(url, client_name="souq-cli")
+    try:
+        await asyncio.wait_for(broker.connect(), 5)
+    except TimeoutError:
+        console.print(f"[red]The broker at {url} does not answer.[/]")
+        raise typer.Exit(1) from None
+    try:
+        return await work(broker)
+    finally:
+        await broker.close()
+
+
+@app.command()
+def events(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    limit: Annotated[int, typer.Option(help="Recent messages per service.")] = 10,
+) -> None:
+    """Messages per stream or queue, and each service's outbox backlog and recent messages."""
+    url = _broker_of(data_dir)
+    destinations = asyncio.run(_with_broker(url, lambda b: b.destinations(list(SUBSCRIPTIONS))))
+    table = Table(title=f"Broker {url}")
+    for column in ("stream / queue", "messages", "what"):
+        table.add_column(column, justify="right" if column == "messages" else "left")
+    for d in destinations:
+        table.add_row(d.name, str(d.messages), d.detail)
+    console.print(table)
+    state = RunState.load(data_dir.resolve())
+    for name, svc in (state.services if state else {}).items():
+        try:
+            with urllib.request.urlopen(f"{svc.url}/v1/admin/outbox?limit={limit}", timeout=2) as r:
+                outbox = json.loads(r.read())
+        except (OSError, ValueError):
+            continue  # no outbox there, or not running
+        recent = Table(
+            title=f"{name} outbox: {outbox['backlog']} unpublished "
+            f"(oldest {outbox['oldest_age_s']}s)"
+        )
+        for column in ("id", "type", "created", "published"):
+            recent.add_column(column)
+        for m in outbox["recent"]:
+            recent.add_row(m["id"], m["type"], str(m["created_at"]), str(m["published_at"] or "-"))
+        console.print(recent)
+
+
+@dlq.command("list")
+def dlq_list(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
+) -> None:
+    """Dead-lettered messages with their error and attempt count."""
+    url = _broker_of(data_dir)
+    letters = asyncio.run(_with_broker(url, lambda b: b.dead_letters(list(SUBSCRIPTIONS), limit)))
+    if not letters:
+        console.print("No dead letters.")
+        return
+    table = Table(title=f"Dead letters on {url}")
+    for column in ("id", "type", "consumer", "attempts", "error"):
+        table.add_column(column, overflow="fold")
+    for d in letters:
+        table.add_row(d.id, d.type, d.consumer, str(d.attempts), d.error)
+    console.print(table)
+
+
+@dlq.command("replay")
+def dlq_replay(
+    message_id: Annotated[str, typer.Argument(help="The id `souq dlq list` shows.")],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Deliver a dead letter again (its consumers' inboxes keep it to one effect each)."""
+    url = _broker_of(data_dir)
+    found = asyncio.run(_with_broker(url, lambda b: b.replay(list(SUBSCRIPTIONS), message_id)))
+    if not found:
+        console.print(f"[red]No dead letter {message_id}.[/]")
+        raise typer.Exit(1)
+    console.print(f"Replayed {message_id}.")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,17 @@
-"""What `souq up` runs: each service as `python -m <module>`, configured by environment only.
-
-The CLI never imports a service; it knows their names, modules, ports and settings variables.
+"""What `souq up` runs: the embedded NATS and each service as its own process, configured by
+environment only. The CLI never imports a service; it knows their names, modules, ports and
+settings variables.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from souq_chassis.messaging.embedded import nats_server_command
 
 # Named ports and their defaults. HTTP ports also serve /healthz, /readyz and /metrics.
 DEFAULT_PORTS: dict[str, int] = {
@@ -16,7 +20,10 @@ DEFAULT_PORTS: dict[str, int] = {
     "inventory": 8082,
     "catalog-grpc": 50061,
     "inventory-grpc": 50062,
+    "nats": 14222,  # not 4222: a machine may run its own NATS there
+    "nats-monitor": 18222,
 }
+INFRASTRUCTURE, SERVICE, EDGE = 0, 1, 2  # started together; stopped edge first, then inward
 
 Ports = Mapping[str, int]
 
@@ -24,12 +31,29 @@ Ports = Mapping[str, int]
 @dataclass(frozen=True)
 class ServiceSpec:
     name: str
-    module: str
     http_port: str  # key into the ports map
     environment: Callable[[Ports, Path], dict[str, str]]
+    module: str = ""  # run as `python -m module`, unless `command` is given
+    command: Callable[[Ports, Path], list[str]] | None = None
+    ready_path: str = "/readyz"
+    tier: int = SERVICE
 
     def http_url(self, ports: Ports) -> str:
         return f"http://127.0.0.1:{ports[self.http_port]}"
+
+    def argv(self, ports: Ports, data_dir: Path) -> list[str]:
+        if self.command is not None:
+            return self.command(ports, data_dir)
+        return [sys.executable, "-m", self.module]
+
+
+def external_broker() -> str:
+    """The broker the user chose with SOUQ_BROKER_URL, if any (then no embedded NATS runs)."""
+    return os.environ.get("SOUQ_BROKER_URL", "")
+
+
+def broker_url(ports: Ports) -> str:
+    return external_broker() or f"nats://127.0.0.1:{ports['nats']}"
 
 
 def _service_env(prefix: str, name: str) -> Callable[[Ports, Path], dict[str, str]]:
@@ -38,6 +62,7 @@ def _service_env(prefix: str, name: str) -> Callable[[Ports, Path], dict[str, st
             f"{prefix}_HTTP_PORT": str(ports[name]),
             f"{prefix}_GRPC_PORT": str(ports[f"{name}-grpc"]),
             f"{prefix}_DATA_DIR": str(data_dir),
+            "SOUQ_BROKER_URL": broker_url(ports),
         }
 
     return env
@@ -51,8 +76,26 @@ def _gateway_env(ports: Ports, _: Path) -> dict[str, str]:
     }
 
 
-SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("catalog", "souq_catalog", "catalog", _service_env("CATALOG", "catalog")),
-    ServiceSpec("inventory", "souq_inventory", "inventory", _service_env("INVENTORY", "inventory")),
-    ServiceSpec("gateway", "souq_gateway", "gateway", _gateway_env),
+def _nats(ports: Ports, data_dir: Path) -> list[str]:
+    return nats_server_command(ports["nats"], ports["nats-monitor"], data_dir / "nats")
+
+
+EMBEDDED_NATS = ServiceSpec(
+    "nats",
+    "nats-monitor",
+    lambda ports, data_dir: {},
+    command=_nats,
+    ready_path="/healthz?js-enabled-only=true",
+    tier=INFRASTRUCTURE,
 )
+
+APPLICATION: tuple[ServiceSpec, ...] = (
+    ServiceSpec("catalog", "catalog", _service_env("CATALOG", "catalog"), "souq_catalog"),
+    ServiceSpec("inventory", "inventory", _service_env("INVENTORY", "inventory"), "souq_inventory"),
+    ServiceSpec("gateway", "gateway", _gateway_env, "souq_gateway", tier=EDGE),
+)
+
+
+def services() -> tuple[ServiceSpec, ...]:
+    """What to run: the embedded NATS unless SOUQ_BROKER_URL names another broker."""
+    return APPLICATION if external_broker() else (EMBEDDED_NATS, *APPLICATION)

@@ -27,6 +27,7 @@ class RunState:
     supervisor_pid: int
     ports: dict[str, int]
     services: dict[str, ServiceState] = field(default_factory=dict)
+    broker_url: str = ""
 
     def save(self, data_dir: Path) -> None:
         path = data_dir / STATE_FILE
@@ -41,7 +42,7 @@ class RunState:
         except (FileNotFoundError, ValueError):
             return None
         services = {name: ServiceState(**s) for name, s in raw.get("services", {}).items()}
-        return cls(raw["supervisor_pid"], raw["ports"], services)
+        return cls(raw["supervisor_pid"], raw["ports"], services, raw.get("broker_url", ""))
 
     def supervisor_alive(self) -> bool:
         return alive(self.supervisor_pid)

@@ -19,7 +19,7 @@ from typing import IO
 
 import aiohttp
 
-from souq_cli.services import SERVICES, Ports, ServiceSpec
+from souq_cli.services import Ports, ServiceSpec, broker_url, services
 from souq_cli.state import RunState, ServiceState
 
 BACKOFF_INITIAL_S = 0.5
@@ -45,19 +45,19 @@ class Supervisor:
         ports: Ports,
         *,
         out: IO[str] = sys.stdout,
-        services: tuple[ServiceSpec, ...] = SERVICES,
+        specs: tuple[ServiceSpec, ...] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.ports = dict(ports)
-        self.services = services
+        self.specs = specs or services()
         self.out = out
         self.color = out.isatty()
-        self.state = RunState(os.getpid(), self.ports)
-        for spec in services:
+        self.state = RunState(os.getpid(), self.ports, broker_url=broker_url(self.ports))
+        for spec in self.specs:
             self.state.services[spec.name] = ServiceState(url=spec.http_url(ports))
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._stopping = asyncio.Event()
-        self._ready: dict[str, asyncio.Event] = {s.name: asyncio.Event() for s in services}
+        self._ready: dict[str, asyncio.Event] = {s.name: asyncio.Event() for s in self.specs}
         self._log_file: IO[str] | None = None
 
     # -- running ---------------------------------------------------------------------------
@@ -73,7 +73,7 @@ class Supervisor:
         started = time.monotonic()
         self._save()
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as http:
-            tasks = [asyncio.create_task(self._keep_running(s, http)) for s in self.services]
+            tasks = [asyncio.create_task(self._keep_running(s, http)) for s in self.specs]
             waiter = asyncio.create_task(self._await_all_ready())
             stop = asyncio.create_task(self._stopping.wait())
             done, _ = await asyncio.wait({waiter, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -102,9 +102,7 @@ class Supervisor:
         while not self._stopping.is_set():
             began = time.monotonic()
             proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                spec.module,
+                *spec.argv(self.ports, self.data_dir),
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
@@ -138,7 +136,7 @@ class Supervisor:
     async def _probe_ready(
         self, spec: ServiceSpec, svc: ServiceState, http: aiohttp.ClientSession
     ) -> None:
-        url = spec.http_url(self.ports) + "/readyz"
+        url = spec.http_url(self.ports) + spec.ready_path
         while True:
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                 async with http.get(url) as response:
@@ -155,10 +153,10 @@ class Supervisor:
             self._say(name, line.decode(errors="replace").rstrip("\n"))
 
     def _say(self, name: str, text: str) -> None:
-        width = max(len(s.name) for s in self.services)
+        width = max(len(s.name) for s in self.specs)
         label = f"{name:<{width}} |"
         if self.color:
-            code = _COLORS[[s.name for s in self.services].index(name) % len(_COLORS)]
+            code = _COLORS[[s.name for s in self.specs].index(name) % len(_COLORS)]
             label = f"\x1b[{code}m{label}\x1b[0m"
         print(f"{label} {text}", file=self.out, flush=True)
         if self._log_file is not None:
@@ -167,10 +165,10 @@ class Supervisor:
     # -- stopping --------------------------------------------------------------------------
 
     async def _stop_all(self) -> None:
-        # The gateway first, so no new work reaches the services while they drain.
-        edge = [s.name for s in self.services if s.name == "gateway"]
-        inner = [s.name for s in self.services if s.name != "gateway"]
-        for group in (edge, inner):
+        # The edge first, so no new work comes in while the services drain; the broker last,
+        # so their relays and consumers can finish.
+        for tier in sorted({s.tier for s in self.specs}, reverse=True):
+            group = [s.name for s in self.specs if s.tier == tier]
             await asyncio.gather(*(self._stop(name) for name in group))
 
     async def _stop(self, name: str) -> None:

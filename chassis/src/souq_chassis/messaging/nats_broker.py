@@ -34,6 +34,7 @@ class NatsBroker:
         self._name = client_name
         self._nc: Any = None
         self._js: Any = None
+        self._closing = False
         prefix = f"{namespace}." if namespace else ""
         self.stream = f"{namespace.upper()}_SOUQ_EVENTS" if namespace else "SOUQ_EVENTS"
         self.dlq_stream = f"{namespace.upper()}_SOUQ_DLQ" if namespace else "SOUQ_DLQ"
@@ -54,6 +55,9 @@ class NatsBroker:
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.25,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
                 )
                 break
             except Exception as exc:  # the broker is not there yet: keep trying
@@ -63,6 +67,16 @@ class NatsBroker:
         self._js = self._nc.jetstream(timeout=5)
         await self._ensure_stream(self.stream, [f"{self._events}.>"])
         await self._ensure_stream(self.dlq_stream, [f"{self._dead}.>"])
+
+    async def _on_error(self, error: Exception) -> None:
+        log.warning("broker_error", url=self.url, error=str(error) or type(error).__name__)
+
+    async def _on_disconnected(self) -> None:
+        if not self._closing:
+            log.warning("broker_disconnected", url=self.url)
+
+    async def _on_reconnected(self) -> None:
+        log.info("broker_reconnected", url=self.url)
 
     async def _ensure_stream(self, name: str, subjects: list[str]) -> None:
         config = api.StreamConfig(
@@ -77,6 +91,7 @@ class NatsBroker:
             await self._js.update_stream(config)
 
     async def close(self) -> None:
+        self._closing = True
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.close()

@@ -10,8 +10,10 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 import structlog
+from fastapi import FastAPI, Query
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from souq.events import Message
 from sqlalchemy import MetaData, bindparam, delete, func, insert, select, update
@@ -172,3 +174,16 @@ class Outbox:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def include_admin(app: FastAPI, outbox: Outbox) -> None:
+    """GET /v1/admin/outbox: backlog and recent messages (internal; `souq events` reads it)."""
+
+    @app.get("/v1/admin/outbox", tags=["messaging admin"])
+    async def outbox_status(limit: Annotated[int, Query(ge=1, le=200)] = 20) -> dict[str, object]:
+        backlog, age = await outbox.backlog()
+        return {
+            "backlog": backlog,
+            "oldest_age_s": round(age, 3),
+            "recent": await outbox.recent(limit),
+        }

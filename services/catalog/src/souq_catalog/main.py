@@ -12,12 +12,17 @@ from fastapi import FastAPI
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from souq.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from souq.events.topology import SUBSCRIPTIONS
 from souq_chassis.app import create_app, lifespan
 from souq_chassis.db import open_database
 from souq_chassis.grpc_server import GrpcServer
+from souq_chassis.messaging.broker import open_broker
+from souq_chassis.messaging.consumer import connected
+from souq_chassis.messaging.outbox import Outbox
+from souq_chassis.messaging.outbox import include_admin as include_outbox_admin
 from souq_chassis.metrics import Metrics
 from souq_chassis.runner import serve
-from souq_chassis.settings import DatabaseSettings, GrpcSettings
+from souq_chassis.settings import DatabaseSettings, GrpcSettings, MessagingSettings
 
 from souq_catalog import api
 from souq_catalog.domain import Category, Money, NewProduct
@@ -30,7 +35,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 log = structlog.get_logger(SERVICE)
 
 
-class CatalogSettings(DatabaseSettings, GrpcSettings):
+class CatalogSettings(DatabaseSettings, GrpcSettings, MessagingSettings):
     model_config = SettingsConfigDict(env_prefix="CATALOG_", extra="ignore")
 
     http_port: int = Field(default=8081, ge=0, le=65535)
@@ -59,7 +64,9 @@ def demo_catalog() -> tuple[list[Category], list[NewProduct]]:
 def build_app(settings: CatalogSettings, *, tracer_provider: Any = None) -> FastAPI:
     metrics = Metrics()
     db = open_database(settings.resolved_database_url(SERVICE), tracer_provider=tracer_provider)
-    catalog = CatalogService(ProductRepository(db))
+    broker = open_broker(settings.broker_url, client_name=SERVICE)
+    outbox = Outbox(db, broker, metrics.registry)
+    catalog = CatalogService(db, ProductRepository(db), outbox)
     grpc_server = GrpcServer(
         settings.grpc_host,
         settings.grpc_port,
@@ -82,13 +89,18 @@ def build_app(settings: CatalogSettings, *, tracer_provider: Any = None) -> Fast
         metrics=metrics,
         lifespan=lifespan(
             on_start=[seed],
-            serving=[lambda: grpc_server.running(settings.shutdown_grace_s)],
+            serving=[
+                lambda: connected(broker, SUBSCRIPTIONS),
+                outbox.running,
+                lambda: grpc_server.running(settings.shutdown_grace_s),
+            ],
             on_stop=[db.dispose],
         ),
         readiness={"database": db.ping},
         max_body_bytes=settings.max_body_bytes,
     )
     api.include(app, catalog)
+    include_outbox_admin(app, outbox)
     return app
 
 

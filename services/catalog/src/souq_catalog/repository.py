@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from souq_chassis.db import Database
+from souq_chassis.db import Database, Transaction
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
@@ -171,13 +171,13 @@ class ProductRepository:
     async def category_exists(self, slug: str) -> bool:
         return await self._db.one(_CATEGORY_EXISTS, {"slug": slug}) is not None
 
-    async def add(self, new: NewProduct) -> Product:
+    async def add(self, tx: Transaction, new: NewProduct) -> Product:
+        """Insert a product in the caller's transaction (which also records its event)."""
         try:
-            async with self._db.transaction() as tx:
-                result = await tx.execute(_INSERT_PRODUCT, _row_of(new, datetime.now(UTC)))
-                product_id = result.inserted_primary_key[0]  # type: ignore[attr-defined]
+            result = await tx.execute(_INSERT_PRODUCT, _row_of(new, datetime.now(UTC)))
         except IntegrityError as exc:
             raise SkuAlreadyExists(new.sku) from exc
+        product_id = result.inserted_primary_key[0]  # type: ignore[attr-defined]
         return Product(
             product_id, new.sku, new.name, new.description, new.category, new.price, new.image_url
         )

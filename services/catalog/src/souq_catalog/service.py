@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from souq.events import ProductCreated
+from souq.events.catalog import Money as EventMoney
+from souq_chassis.db import Database
+from souq_chassis.messaging.outbox import Outbox
+
 from souq_catalog.domain import (
     Category,
     Money,
@@ -18,8 +23,10 @@ from souq_catalog.repository import ProductRepository
 
 
 class CatalogService:
-    def __init__(self, products: ProductRepository) -> None:
+    def __init__(self, db: Database, products: ProductRepository, outbox: Outbox) -> None:
+        self._db = db
         self._products = products
+        self._outbox = outbox
 
     async def list_products(
         self, *, page: int, page_size: int, category: str | None = None, query: str | None = None
@@ -57,9 +64,13 @@ class CatalogService:
         return await self._products.categories()
 
     async def create_product(self, new: NewProduct) -> Product:
+        """Add a product; `ProductCreated` commits with it and is published after."""
         if not await self._products.category_exists(new.category):
             raise UnknownCategory(new.category)
-        return await self._products.add(new)
+        async with self._db.transaction() as tx:
+            product = await self._products.add(tx, new)
+            await self._outbox.add(tx, _product_created(product))
+        return product
 
     async def change_price(self, product_id: int, price: Money) -> Product:
         if not await self._products.set_price(product_id, price):
@@ -72,3 +83,13 @@ class CatalogService:
             return False
         await self._products.add_catalog(cats, items)
         return True
+
+
+def _product_created(product: Product) -> ProductCreated:
+    return ProductCreated(
+        product_id=product.id,
+        sku=product.sku,
+        name=product.name,
+        category=product.category,
+        price=EventMoney(amount_cents=product.price.amount_cents, currency=product.price.currency),
+    )

@@ -11,15 +11,18 @@ import structlog
 from fastapi import FastAPI
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+from souq.events.topology import SUBSCRIPTIONS
 from souq.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from souq_chassis.app import create_app, lifespan
 from souq_chassis.db import open_database
 from souq_chassis.grpc_server import GrpcServer
+from souq_chassis.messaging.broker import open_broker
+from souq_chassis.messaging.consumer import Consumer, connected
 from souq_chassis.metrics import Metrics
 from souq_chassis.runner import serve
-from souq_chassis.settings import DatabaseSettings, GrpcSettings
+from souq_chassis.settings import DatabaseSettings, GrpcSettings, MessagingSettings
 
-from souq_inventory import api
+from souq_inventory import api, handlers
 from souq_inventory.domain import StockLevel
 from souq_inventory.repository import StockRepository
 from souq_inventory.rpc import InventoryServicer
@@ -30,7 +33,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 log = structlog.get_logger(SERVICE)
 
 
-class InventorySettings(DatabaseSettings, GrpcSettings):
+class InventorySettings(DatabaseSettings, GrpcSettings, MessagingSettings):
     model_config = SettingsConfigDict(env_prefix="INVENTORY_", extra="ignore")
 
     http_port: int = Field(default=8082, ge=0, le=65535)
@@ -48,6 +51,8 @@ def build_app(settings: InventorySettings, *, tracer_provider: Any = None) -> Fa
     metrics = Metrics()
     db = open_database(settings.resolved_database_url(SERVICE), tracer_provider=tracer_provider)
     inventory = InventoryService(StockRepository(db))
+    broker = open_broker(settings.broker_url, client_name=SERVICE)
+    consumer = Consumer(SERVICE, db, broker, handlers.subscriptions(inventory), metrics.registry)
     servicer = InventoryServicer(inventory)
     grpc_server = GrpcServer(
         settings.grpc_host,
@@ -67,7 +72,11 @@ def build_app(settings: InventorySettings, *, tracer_provider: Any = None) -> Fa
         metrics=metrics,
         lifespan=lifespan(
             on_start=[seed],
-            serving=[lambda: grpc_server.running(settings.shutdown_grace_s)],
+            serving=[
+                lambda: connected(broker, SUBSCRIPTIONS),
+                consumer.running,
+                lambda: grpc_server.running(settings.shutdown_grace_s),
+            ],
             on_stop=[db.dispose],
         ),
         readiness={"database": db.ping},

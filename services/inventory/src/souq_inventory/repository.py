@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from souq_chassis.db import Database
+from souq_chassis.db import Database, Transaction
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
@@ -80,6 +80,14 @@ class StockRepository:
             row = await tx.one(_BY_SKU, {"sku": sku})
         assert row is not None
         return _level(row)
+
+    async def track(self, tx: Transaction, sku: str) -> bool:
+        """Start a stock record of zero units for a SKU; False if it has one already."""
+        if await tx.one(_BY_SKU, {"sku": sku}) is not None:
+            return False
+        now = datetime.now(UTC)
+        await tx.execute(_INSERT, {"sku": sku, "on_hand": 0, "reserved": 0, "updated_at": now})
+        return True
 
     async def is_empty(self) -> bool:
         return await self._db.scalar(_COUNT) == 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from souq_chassis.db import Transaction
+
 from souq_inventory.domain import StockLevel, UnknownSku, check_restock
 from souq_inventory.repository import StockRepository
 
@@ -21,6 +23,10 @@ class InventoryService:
         if level is None:
             raise UnknownSku(sku)
         return level
+
+    async def start_tracking(self, tx: Transaction, sku: str) -> bool:
+        """A new product's SKU gets a stock record (zero units) unless it has one."""
+        return await self._stock.track(tx, sku)
 
     async def restock(self, sku: str, quantity: int) -> StockLevel:
         return await self._stock.add_units(sku, check_restock(quantity))
