@@ -46,6 +46,10 @@ class Transaction:
         """Call `callback` once this transaction has committed (never if it rolls back)."""
         raise NotImplementedError
 
+    def savepoint(self) -> AbstractAsyncContextManager[None]:
+        """A nested transaction: an exception in the block undoes the block alone."""
+        raise NotImplementedError
+
     async def execute(self, statement: Executable, params: Params = None) -> Result[Any]:
         raise NotImplementedError
 
@@ -96,6 +100,17 @@ class _SyncTransaction(_Hooks, Transaction):
     def __init__(self, connection: Connection) -> None:
         super().__init__()
         self._connection = connection
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        self._connection.exec_driver_sql("SAVEPOINT souq_sp")
+        try:
+            yield
+        except BaseException:
+            self._connection.exec_driver_sql("ROLLBACK TO souq_sp")
+            self._connection.exec_driver_sql("RELEASE souq_sp")
+            raise
+        self._connection.exec_driver_sql("RELEASE souq_sp")
 
     async def execute(self, statement: Executable, params: Params = None) -> Result[Any]:
         return self._connection.execute(statement, params)
@@ -149,6 +164,11 @@ class _AsyncTransaction(_Hooks, Transaction):
     def __init__(self, connection: AsyncConnection) -> None:
         super().__init__()
         self._connection = connection
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        async with self._connection.begin_nested():
+            yield
 
     async def execute(self, statement: Executable, params: Params = None) -> Result[Any]:
         return await self._connection.execute(statement, params)

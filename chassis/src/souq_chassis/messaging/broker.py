@@ -39,8 +39,16 @@ class Dead:
 
 
 Verdict = Ack | Retry | Dead
-# handle(body, attempt) -> what to do with the delivery; attempt counts from 1.
-Handler = Callable[[bytes, int], Awaitable[Verdict]]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    body: bytes
+    attempt: int  # counts from 1
+
+
+# handle(deliveries) -> one verdict per delivery, in order. Batches amortize transactions.
+Handler = Callable[[Sequence[Delivery]], Awaitable[Sequence[Verdict]]]
 
 
 @dataclass(frozen=True)
@@ -77,9 +85,10 @@ class Broker(Protocol):
         """Publish in order and wait for every confirm; BrokerUnavailable if not all came."""
 
     async def consume(
-        self, consumer: str, types: Sequence[str], handle: Handler, batch: int = 64
+        self, consumer: str, types: Sequence[str], handle: Handler, batch: int = 256
     ) -> None:
-        """Deliver to `handle` until cancelled, one message at a time, in order."""
+        """Deliver to `handle` until cancelled, in order, as many at a time as are waiting
+        (up to `batch`), then ack, retry or dead-letter each as its verdict says."""
 
     async def lag(self, consumer: str) -> int:
         """Messages waiting for this consumer."""

