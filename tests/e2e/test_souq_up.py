@@ -155,6 +155,18 @@ def test_the_system_serves_products_survives_an_inventory_crash_and_recovers(
     status, page = get(f"{system.gateway}/api/v1/products/{created['id']}")
     assert (status, page["availability"]) == (200, "out_of_stock")
 
+    def souq(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [SOUQ, *args, "--data-dir", str(system.data_dir)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    events = souq("events")
+    assert events.returncode == 0, events.stdout + events.stderr
+    assert "SOUQ_EVENTS" in events.stdout and "catalog outbox: 0 unpublished" in events.stdout
+    assert "catalog.ProductC" in events.stdout  # the event just published, in the outbox history
+    dead = souq("dlq", "list")
+    assert (dead.returncode, dead.stdout.strip()) == (0, "No dead letters.")
+    assert souq("dlq", "replay", "no-such-id").returncode == 1
+
     inventory_pid = state.services["inventory"].pid
     assert inventory_pid
     psutil.Process(inventory_pid).send_signal(signal.SIGKILL)
