@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from pydantic import BaseModel, create_model
@@ -12,14 +12,6 @@ from souq.events import ProductCreated, message_types
 from souq.events.compatibility import breaking_changes
 
 CONTRACTS = Path(__file__).resolve().parents[1]
-
-
-def _generator():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("generate", CONTRACTS / "generate.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_every_message_type_is_namespaced_and_versioned() -> None:
@@ -39,9 +31,9 @@ def test_no_message_breaks_a_consumer_of_its_published_schema() -> None:
         assert not problems, f"{path.name} breaks its consumers: {problems}; publish a new version"
 
 
-def test_recorded_schemas_are_current() -> None:
+def test_recorded_schemas_are_current(generator: ModuleType) -> None:
     recorded = {p.name: p.read_text() for p in (CONTRACTS / "events").glob("*.json")}
-    assert _generator().message_schemas() == recorded, "run: .venv/bin/python contracts/generate.py"
+    assert generator.message_schemas() == recorded, "run: .venv/bin/python contracts/generate.py"
 
 
 class _Money(BaseModel):

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 CONTRACTS = Path(__file__).resolve().parents[1]
-
-
-def _load_generator():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("generate", CONTRACTS / "generate.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -24,8 +16,8 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {str(p): (root / p).read_bytes() for p in sorted(files)}
 
 
-def test_committed_stubs_match_the_proto_files(tmp_path: Path) -> None:
-    _load_generator().generate(tmp_path)
+def test_committed_stubs_match_the_proto_files(tmp_path: Path, generator: ModuleType) -> None:
+    generator.generate(tmp_path)
     fresh, committed = _tree(tmp_path), _tree(CONTRACTS / "src")
     assert fresh.keys() == committed.keys(), "run: .venv/bin/python contracts/generate.py"
     stale = [name for name in fresh if fresh[name] != committed[name]]

@@ -11,8 +11,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -40,6 +40,7 @@ class ServiceProcess:
         self.http_port = http_port
         self.url = f"http://127.0.0.1:{http_port}"
         self.grpc_target = ""
+        self.data_dir: Path | None = None
         self._env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self._log = tempfile.NamedTemporaryFile(prefix=f"{module}-", suffix=".log", delete=False)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -59,6 +60,7 @@ class ServiceProcess:
         }
         process = cls(module, http_port, env)
         process.grpc_target = f"127.0.0.1:{grpc_port}"
+        process.data_dir = data_dir
         return process
 
     @property
@@ -112,6 +114,13 @@ class ServiceProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+    @contextmanager
+    def serving(self) -> Iterator[ServiceProcess]:
+        """Started for the block, then stopped; it must exit cleanly (0) on SIGTERM."""
+        with self:
+            yield self
+            assert self.stop() == 0, f"did not stop cleanly on SIGTERM:\n{self.output()}"
 
     def __enter__(self) -> ServiceProcess:
         return self.start()

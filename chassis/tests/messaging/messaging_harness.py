@@ -14,8 +14,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from souq.events import ProductCreated
 from souq_chassis.db import Database, Transaction, open_database
-from souq_chassis.messaging.broker import Broker, open_broker
-from souq_chassis.messaging.consumer import Consumer, Subscription, connected
+from souq_chassis.messaging.broker import Broker, connected, open_broker
+from souq_chassis.messaging.consumer import Consumer, Subscription
 from souq_chassis.messaging.envelope import Envelope
 from souq_chassis.messaging.outbox import Outbox
 from souq_chassis.messaging.tables import inbox_table, outbox_table

@@ -17,8 +17,7 @@ import messaging_harness as harness
 import pytest
 from conftest import CONSUMERS, EXTERNAL  # type: ignore[import-not-found]
 from prometheus_client import CollectorRegistry
-from souq_chassis.messaging.broker import open_broker
-from souq_chassis.messaging.consumer import connected
+from souq_chassis.messaging.broker import connected, open_broker
 from souq_chassis.messaging.outbox import Outbox
 from souq_chassis.testing import EmbeddedNats, TcpProxy, reachable
 

@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+import structlog
+
+T = TypeVar("T")
+log = structlog.get_logger("souq.broker")
+
+
+async def with_backoff(connect: Callable[[], Awaitable[T]], url: str) -> T:
+    """Call `connect` until it succeeds: a service may start before its broker does."""
+    delay = 0.1
+    while True:
+        try:
+            return await connect()
+        except Exception as exc:
+            log.warning("broker_unreachable", url=url, error=str(exc) or type(exc).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 class BrokerUnavailable(Exception):
@@ -126,3 +146,24 @@ def open_broker(url: str, *, client_name: str = "souq") -> Broker:
 
         return RabbitBroker(bare, client_name, namespace)
     raise ValueError(f"unsupported broker URL {url!r}: use nats://… or amqp://…")
+
+
+@asynccontextmanager
+async def connected(
+    broker: Broker, subscriptions: Mapping[str, Sequence[str]]
+) -> AsyncIterator[Broker]:
+    """Connect in the background (a service starts without its broker) and declare the whole
+    topology (`souq.events.topology.SUBSCRIPTIONS`); close at the end."""
+
+    async def connect() -> None:
+        await broker.connect()
+        await broker.declare(subscriptions)
+
+    task = asyncio.create_task(connect(), name="broker-connect")
+    try:
+        yield broker
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        await broker.close()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -91,7 +91,7 @@ class Consumer:
         name: str,
         db: Database,
         broker: Broker,
-        subscriptions: Mapping[str, Subscription[Any]] | list[Subscription[Any]],
+        subscriptions: Sequence[Subscription[Any]],
         registry: CollectorRegistry,
         *,
         max_attempts: int = 5,
@@ -101,8 +101,7 @@ class Consumer:
         self.name = name
         self._db = db
         self._broker = broker
-        items = subscriptions.values() if isinstance(subscriptions, Mapping) else subscriptions
-        self._subscriptions = {s.model.type_name(): s for s in items}
+        self._subscriptions = {s.model.type_name(): s for s in subscriptions}
         self._metrics = ConsumerMetrics(registry)
         self.max_attempts = max_attempts
         self._backoff_s = backoff_s
@@ -269,24 +268,3 @@ class Consumer:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-
-
-@asynccontextmanager
-async def connected(
-    broker: Broker, subscriptions: Mapping[str, Sequence[str]]
-) -> AsyncIterator[Broker]:
-    """Connect in the background (a service starts without its broker) and declare the whole
-    topology (`souq.events.topology.SUBSCRIPTIONS`); close at the end."""
-
-    async def connect() -> None:
-        await broker.connect()
-        await broker.declare(subscriptions)
-
-    task = asyncio.create_task(connect(), name="broker-connect")
-    try:
-        yield broker
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-        await broker.close()

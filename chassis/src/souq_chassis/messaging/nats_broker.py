@@ -23,6 +23,7 @@ from souq_chassis.messaging.broker import (
     Handler,
     Outgoing,
     Retry,
+    with_backoff,
 )
 
 DEDUP_WINDOW_S = 600.0
@@ -46,25 +47,20 @@ class NatsBroker:
         return f"{self._events}.{message_type}"
 
     async def connect(self) -> None:
-        delay = 0.1
-        while True:
-            try:
-                self._nc = await nats.connect(
-                    self.url,
-                    name=self._name,
-                    connect_timeout=2,
-                    allow_reconnect=True,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.25,
-                    error_cb=self._on_error,
-                    disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected,
-                )
-                break
-            except Exception as exc:  # the broker is not there yet: keep trying
-                log.warning("broker_unreachable", url=self.url, error=str(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        self._nc = await with_backoff(
+            lambda: nats.connect(
+                self.url,
+                name=self._name,
+                connect_timeout=2,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.25,
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+            ),
+            self.url,
+        )
         self._js = self._nc.jetstream(timeout=5)
         await self._ensure_stream(self.stream, [f"{self._events}.>"])
         await self._ensure_stream(self.dlq_stream, [f"{self._dead}.>"])

@@ -24,6 +24,7 @@ from souq_chassis.messaging.broker import (
     Handler,
     Outgoing,
     Retry,
+    with_backoff,
 )
 
 log = structlog.get_logger("souq.broker")
@@ -44,17 +45,12 @@ class RabbitBroker:
         return f"{self._prefix}souq.{consumer}"
 
     async def connect(self) -> None:
-        delay = 0.1
-        while True:
-            try:
-                self._connection = await aio_pika.connect_robust(
-                    self.url, client_properties={"connection_name": self._name}, timeout=2
-                )
-                break
-            except Exception as exc:
-                log.warning("broker_unreachable", url=self.url, error=str(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        self._connection = await with_backoff(
+            lambda: aio_pika.connect_robust(
+                self.url, client_properties={"connection_name": self._name}, timeout=2
+            ),
+            self.url,
+        )
         self._publisher = await self._connection.channel(publisher_confirms=True)
         self._exchange = await self._publisher.declare_exchange(
             self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True

@@ -16,8 +16,7 @@ from souq.events.topology import SUBSCRIPTIONS
 from souq_chassis.app import create_app, lifespan
 from souq_chassis.db import open_database
 from souq_chassis.grpc_server import GrpcServer
-from souq_chassis.messaging.broker import open_broker
-from souq_chassis.messaging.consumer import connected
+from souq_chassis.messaging.broker import connected, open_broker
 from souq_chassis.messaging.outbox import Outbox
 from souq_chassis.messaging.outbox import include_admin as include_outbox_admin
 from souq_chassis.metrics import Metrics

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack
-from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 import grpc
@@ -14,40 +11,27 @@ from souq.catalog.v1 import catalog_pb2_grpc
 from souq_chassis.testing import ServiceProcess
 
 
-@dataclass(frozen=True)
-class RunningCatalog:
-    url: str
-    grpc_target: str
-    data_dir: Path
-
-
 @pytest.fixture(scope="module")
-def catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCatalog]:
+def catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """A real catalog process (HTTP, gRPC, its own SQLite) for the module; `.data_dir` holds
+    its database."""
     data_dir = tmp_path_factory.mktemp("catalog-data")
     service = ServiceProcess.on_free_ports(
-        "souq_catalog",
-        "CATALOG",
-        data_dir,
-        database_url="",
-        seed_demo_data=True,
-        environment="test",
+        "souq_catalog", "CATALOG", data_dir, seed_demo_data=True, environment="test"
     )
-    with ExitStack() as stack:
-        stack.push(service)  # stopped, and its log removed, however start() or the tests end
-        service.start()
-        yield RunningCatalog(service.url, service.grpc_target, data_dir)
-        assert service.stop() == 0, f"did not stop cleanly on SIGTERM:\n{service.output()}"
+    with service.serving():
+        yield service
 
 
 @pytest.fixture
-async def http(catalog: RunningCatalog) -> AsyncIterator[aiohttp.ClientSession]:
+async def http(catalog: ServiceProcess) -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(catalog.url) as session:
         yield session
 
 
 @pytest.fixture
 async def catalog_rpc(
-    catalog: RunningCatalog,
+    catalog: ServiceProcess,
 ) -> AsyncIterator[catalog_pb2_grpc.CatalogServiceStub]:
     async with grpc.aio.insecure_channel(catalog.grpc_target) as channel:
         yield catalog_pb2_grpc.CatalogServiceStub(channel)

@@ -16,8 +16,8 @@ from souq.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from souq_chassis.app import create_app, lifespan
 from souq_chassis.db import open_database
 from souq_chassis.grpc_server import GrpcServer
-from souq_chassis.messaging.broker import open_broker
-from souq_chassis.messaging.consumer import Consumer, connected
+from souq_chassis.messaging.broker import connected, open_broker
+from souq_chassis.messaging.consumer import Consumer
 from souq_chassis.metrics import Metrics
 from souq_chassis.runner import serve
 from souq_chassis.settings import DatabaseSettings, GrpcSettings, MessagingSettings
