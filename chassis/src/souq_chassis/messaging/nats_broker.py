@@ -37,6 +37,7 @@ class NatsBroker:
         self._nc: Any = None
         self._js: Any = None
         self._closing = False
+        self._ready = asyncio.Event()  # set once connected and declared
         prefix = f"{namespace}." if namespace else ""
         self.stream = f"{namespace.upper()}_SOUQ_EVENTS" if namespace else "SOUQ_EVENTS"
         self.dlq_stream = f"{namespace.upper()}_SOUQ_DLQ" if namespace else "SOUQ_DLQ"
@@ -64,6 +65,7 @@ class NatsBroker:
         self._js = self._nc.jetstream(timeout=5)
         await self._ensure_stream(self.stream, [f"{self._events}.>"])
         await self._ensure_stream(self.dlq_stream, [f"{self._dead}.>"])
+        self._ready.set()
 
     async def _on_error(self, error: Exception) -> None:
         log.warning("broker_error", url=self.url, error=str(error) or type(error).__name__)
@@ -95,7 +97,7 @@ class NatsBroker:
             self._nc = None
 
     async def publish(self, messages: Sequence[Outgoing], timeout_s: float = 5.0) -> None:
-        if self._js is None or not self._nc.is_connected:
+        if not self._ready.is_set() or not self._nc.is_connected:
             raise BrokerUnavailable("not connected")
         futures = []
         try:
@@ -132,6 +134,7 @@ class NatsBroker:
     async def consume(
         self, consumer: str, types: Sequence[str], handle: Handler, batch: int = 256
     ) -> None:
+        await self._ready.wait()  # a service may start before its broker
         await self._declare(consumer, types)
         subscription = await self._js.pull_subscribe_bind(durable=consumer, stream=self.stream)
         # nats-py's fetch, once it has to wait, returns when the batch is full or at expiry.
