@@ -38,43 +38,19 @@ end
 
 
 def start_system(data_dir: Path) -> dict[str, ServiceProcess]:
-    ports = {
-        n: free_port()
-        for n in ("catalog", "catalog_grpc", "inventory", "inventory_grpc", "gateway")
-    }
-    quiet = {
-        "CATALOG_LOG_LEVEL": "WARNING",
-        "INVENTORY_LOG_LEVEL": "WARNING",
-        "GATEWAY_LOG_LEVEL": "WARNING",
-    }
-    catalog = ServiceProcess(
-        "souq_catalog",
-        ports["catalog"],
-        {
-            **quiet,
-            "CATALOG_HTTP_PORT": str(ports["catalog"]),
-            "CATALOG_GRPC_PORT": str(ports["catalog_grpc"]),
-            "CATALOG_DATA_DIR": str(data_dir),
-        },
+    catalog = ServiceProcess.on_free_ports("souq_catalog", "CATALOG", data_dir, log_level="WARNING")
+    inventory = ServiceProcess.on_free_ports(
+        "souq_inventory", "INVENTORY", data_dir, log_level="WARNING"
     )
-    inventory = ServiceProcess(
-        "souq_inventory",
-        ports["inventory"],
-        {
-            **quiet,
-            "INVENTORY_HTTP_PORT": str(ports["inventory"]),
-            "INVENTORY_GRPC_PORT": str(ports["inventory_grpc"]),
-            "INVENTORY_DATA_DIR": str(data_dir),
-        },
-    )
+    gateway_port = free_port()
     gateway = ServiceProcess(
         "souq_gateway",
-        ports["gateway"],
+        gateway_port,
         {
-            **quiet,
-            "GATEWAY_HTTP_PORT": str(ports["gateway"]),
+            "GATEWAY_LOG_LEVEL": "WARNING",
+            "GATEWAY_HTTP_PORT": str(gateway_port),
             "GATEWAY_CATALOG_URL": catalog.url,
-            "GATEWAY_INVENTORY_TARGET": f"127.0.0.1:{ports['inventory_grpc']}",
+            "GATEWAY_INVENTORY_TARGET": inventory.grpc_target,
         },
     )
     for service in (catalog, inventory, gateway):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -13,9 +14,12 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+import aiohttp
 
 
 def free_port() -> int:
@@ -255,3 +259,48 @@ class TcpProxy:
 
     async def restore(self) -> None:
         await self.start()
+
+
+PROBLEM_JSON = "application/problem+json"
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    content_type: str
+    headers: Mapping[str, str]
+    text: str
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+async def call(
+    http: aiohttp.ClientSession,
+    method: str,
+    path: str,
+    *,
+    params: Mapping[str, str] | None = None,
+    body: Any = None,
+    raw: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Reply:
+    """One request; `body` is sent as JSON, `raw` as it is. No reply may leak a stack trace."""
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+    sent_headers = {"content-type": "application/json", **(headers or {})}
+    async with http.request(method, path, params=params, data=data, headers=sent_headers) as r:
+        reply = Reply(r.status, r.content_type, r.headers.copy(), await r.text())
+    assert "Traceback" not in reply.text, reply.text
+    return reply
+
+
+def assert_problem(reply: Reply, status: int) -> dict[str, Any]:
+    """The reply is a problem+json of that status, with a title and the request id."""
+    assert reply.status == status, reply.text
+    assert reply.content_type == PROBLEM_JSON, reply.content_type
+    problem: dict[str, Any] = reply.json()
+    assert problem["status"] == status
+    assert isinstance(problem["title"], str) and problem["title"]
+    assert isinstance(problem["request_id"], str) and problem["request_id"]
+    assert problem["request_id"] == reply.headers["X-Request-ID"]
+    return problem

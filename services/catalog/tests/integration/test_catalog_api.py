@@ -7,60 +7,18 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import grpc
 import pytest
 from souq.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from souq_chassis.testing import Reply, assert_problem, call
 
-PROBLEM_JSON = "application/problem+json"
 BODY_LIMIT = 64 * 1024
 MAX_PRICE_CENTS = 100_000_000
 MAX_IDS = 500
 MAX_TERMS = 8
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    content_type: str
-    headers: Mapping[str, str]
-    text: str
-
-    def json(self) -> Any:
-        return json.loads(self.text)
-
-
-async def call(
-    http: aiohttp.ClientSession,
-    method: str,
-    path: str,
-    *,
-    params: Mapping[str, str] | None = None,
-    body: Any = None,
-    raw: bytes | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> Reply:
-    """One request; `body` is sent as JSON, `raw` as it is. No reply may leak a stack trace."""
-    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-    sent_headers = {"content-type": "application/json", **(headers or {})}
-    async with http.request(method, path, params=params, data=data, headers=sent_headers) as r:
-        reply = Reply(r.status, r.content_type, r.headers.copy(), await r.text())
-    assert "Traceback" not in reply.text, reply.text
-    return reply
-
-
-def assert_problem(reply: Reply, status: int) -> dict[str, Any]:
-    assert reply.status == status, reply.text
-    assert reply.content_type == PROBLEM_JSON, reply.content_type
-    problem = reply.json()
-    assert problem["status"] == status
-    assert isinstance(problem["title"], str) and problem["title"]
-    assert isinstance(problem["request_id"], str) and problem["request_id"]
-    assert problem["request_id"] == reply.headers["X-Request-ID"]
-    return problem
 
 
 def ok(reply: Reply, status: int = 200) -> Any:

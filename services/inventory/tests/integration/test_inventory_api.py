@@ -6,9 +6,7 @@ import asyncio
 import json
 import sqlite3
 import uuid
-from collections.abc import Mapping
 from contextlib import closing
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -17,8 +15,8 @@ import aiohttp
 import grpc
 import pytest
 from souq.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from souq_chassis.testing import Reply, assert_problem, call
 
-PROBLEM_JSON = "application/problem+json"
 BODY_LIMIT = 64 * 1024
 MAX_RESTOCK = 1_000_000
 MAX_SKUS = 500
@@ -29,45 +27,6 @@ SEEDED: list[dict[str, Any]] = json.loads(
 # Each test that changes stock uses SKUs of its own, so tests do not depend on their order.
 LOOKED_AT, RESTOCKED, REJECTED, CHECKED_IN_DB = (SEEDED[i] for i in range(4))
 UNTOUCHED = SEEDED[10:]
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    content_type: str
-    headers: Mapping[str, str]
-    text: str
-
-    def json(self) -> Any:
-        return json.loads(self.text)
-
-
-async def call(
-    http: aiohttp.ClientSession,
-    method: str,
-    path: str,
-    *,
-    body: Any = None,
-    raw: bytes | None = None,
-) -> Reply:
-    """One request; `body` is sent as JSON, `raw` as it is. No reply may leak a stack trace."""
-    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-    headers = {"content-type": "application/json"}
-    async with http.request(method, path, data=data, headers=headers) as r:
-        reply = Reply(r.status, r.content_type, r.headers.copy(), await r.text())
-    assert "Traceback" not in reply.text, reply.text
-    return reply
-
-
-def assert_problem(reply: Reply, status: int) -> dict[str, Any]:
-    assert reply.status == status, reply.text
-    assert reply.content_type == PROBLEM_JSON, reply.content_type
-    problem = reply.json()
-    assert problem["status"] == status
-    assert isinstance(problem["title"], str) and problem["title"]
-    assert isinstance(problem["request_id"], str) and problem["request_id"]
-    assert problem["request_id"] == reply.headers["X-Request-ID"]
-    return problem
 
 
 def ok(reply: Reply) -> Any:
