@@ -10,16 +10,20 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import aiohttp
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
 def free_port() -> int:
@@ -51,18 +55,26 @@ class ServiceProcess:
 
     @classmethod
     def on_free_ports(
-        cls, module: str, env_prefix: str, data_dir: Path, **settings: object
+        cls,
+        module: str,
+        env_prefix: str,
+        data_dir: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        **settings: object,
     ) -> ServiceProcess:
         """A service with HTTP and gRPC on free ports and its data under data_dir; `settings`
-        are more of its variables by lower-case suffix (seed_demo_data=False)."""
+        are more of its variables by lower-case suffix (seed_demo_data=False), `env` more
+        variables as they are (SOUQ_JWKS_URL)."""
         http_port, grpc_port = free_port(), free_port()
-        env = {
+        variables = {
+            **(env or {}),
             f"{env_prefix}_HTTP_PORT": str(http_port),
             f"{env_prefix}_GRPC_PORT": str(grpc_port),
             f"{env_prefix}_DATA_DIR": str(data_dir),
             **{f"{env_prefix}_{name.upper()}": str(value) for name, value in settings.items()},
         }
-        process = cls(module, http_port, env)
+        process = cls(module, http_port, variables)
         process.grpc_target = f"127.0.0.1:{grpc_port}"
         process.data_dir = data_dir
         return process
@@ -304,3 +316,86 @@ def assert_problem(reply: Reply, status: int) -> dict[str, Any]:
     assert isinstance(problem["request_id"], str) and problem["request_id"]
     assert problem["request_id"] == reply.headers["X-Request-ID"]
     return problem
+
+
+class TokenIssuer:
+    """A stand-in for identity's signing side in service tests: Ed25519 keys, their JWKS served
+    over real HTTP (`jwks_url`), and tokens as identity mints them, or broken on purpose."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, Ed25519PrivateKey] = {}
+        self.kid = ""
+        self.rotate()
+        self._server: ThreadingHTTPServer | None = None
+        self.jwks_url = ""
+
+    def rotate(self) -> str:
+        """Sign with a new key from now on; the old ones stay in the JWKS. Returns its kid."""
+        self.kid = os.urandom(8).hex()
+        self._keys[self.kid] = Ed25519PrivateKey.generate()
+        return self.kid
+
+    def jwks(self) -> dict[str, Any]:
+        keys = []
+        for kid, key in self._keys.items():
+            jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(key.public_key()))
+            keys.append({**jwk, "kid": kid, "use": "sig", "alg": "EdDSA"})
+        return {"keys": keys}
+
+    def token(
+        self,
+        user_id: str = "user-1",
+        roles: tuple[str, ...] = ("customer",),
+        *,
+        ttl_s: float = 300,
+        key: Ed25519PrivateKey | None = None,
+        headers: Mapping[str, Any] | None = None,
+        **claims: Any,
+    ) -> str:
+        now = int(time.time())
+        payload = {
+            "iss": "souq-identity",
+            "aud": "souq",
+            "sub": user_id,
+            "roles": list(roles),
+            "iat": now,
+            "exp": now + int(ttl_s),
+            "jti": os.urandom(8).hex(),
+            **claims,
+        }
+        return jwt.encode(
+            payload,
+            key or self._keys[self.kid],
+            algorithm="EdDSA",
+            headers={"kid": self.kid, **(headers or {})},
+        )
+
+    def bearer(
+        self, user_id: str = "user-1", roles: tuple[str, ...] = ("customer",)
+    ) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(user_id, roles)}"}
+
+    def __enter__(self) -> TokenIssuer:
+        issuer = self
+
+        class Jwks(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = json.dumps(issuer.jwks()).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Jwks)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.jwks_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1/jwks"
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()

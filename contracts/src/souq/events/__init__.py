@@ -6,6 +6,13 @@ of a published version. A breaking change is a new version (a new class, `VERSIO
 """
 
 from souq.events.base import Message, message_types
-from souq.events.catalog import ProductCreated
+from souq.events.catalog import ProductCreated, ProductPriceChanged
+from souq.events.identity import UserRegistered
 
-__all__ = ["Message", "ProductCreated", "message_types"]
+__all__ = [
+    "Message",
+    "ProductCreated",
+    "ProductPriceChanged",
+    "UserRegistered",
+    "message_types",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,3 +28,17 @@ class ProductCreated(Message):
     name: str
     category: str
     price: Money
+
+
+class ProductPriceChanged(Message):
+    """A product's price changed; whoever keeps a copy of it (cart) updates it."""
+
+    TYPE: ClassVar[str] = "catalog.ProductPriceChanged"
+    VERSION: ClassVar[int] = 1
+
+    product_id: int
+    sku: str = Field(pattern=r"^[A-Z0-9][A-Z0-9-]{2,39}$")
+    name: str
+    price: Money
+    previous_price: Money
+    changed_at: datetime

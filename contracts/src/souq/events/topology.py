@@ -4,8 +4,9 @@ drops what no queue is bound for; JetStream keeps it in the stream either way)."
 
 from __future__ import annotations
 
-from souq.events.catalog import ProductCreated
+from souq.events.catalog import ProductCreated, ProductPriceChanged
 
 SUBSCRIPTIONS: dict[str, list[str]] = {
     "inventory": [ProductCreated.type_name()],
+    "cart": [ProductPriceChanged.type_name()],
 }
