@@ -1,0 +1,3 @@
+from souq_cart.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""souq_identity"""

@@ -1,0 +1,3 @@
+from souq_identity.main import main
+
+main()
