@@ -3,7 +3,7 @@
 The gateway and every service that serves user data verify the bearer token themselves; a
 service never trusts a user id it is merely told (see ARCHITECTURE.md, "Security"). Keys come
 from identity's JWKS document, fetched on first use and again when a token names a key id not
-yet known (key rotation), at most once per `min_refresh_interval_s`, so forged key ids cannot
+yet known (key rotation), at most once a second (`min_refresh_interval_s`), so forged key ids cannot
 turn the verifier into a flood of JWKS requests. Verified tokens are remembered until they
 expire, so a client's next request costs a dictionary lookup, not a signature check.
 """
@@ -85,7 +85,7 @@ class TokenVerifier:
         audience: str = AUDIENCE,
         issuer: str = ISSUER,
         leeway_s: float = 5.0,
-        min_refresh_interval_s: float = 5.0,
+        min_refresh_interval_s: float = 1.0,
         cache_size: int = 50_000,
     ) -> None:
         self._fetch = fetch_jwks

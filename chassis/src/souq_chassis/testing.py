@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -23,6 +26,7 @@ from typing import Any
 
 import aiohttp
 import jwt
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
@@ -370,6 +374,41 @@ class TokenIssuer:
             headers={"kid": self.kid, **(headers or {})},
         )
 
+    def forged(self) -> dict[str, str]:
+        """Tokens every verifier must refuse, by what is wrong with them."""
+        good = self.token()
+        head, payload, signature = good.split(".")
+        flipped = ("A" if signature[0] != "A" else "B") + signature[1:]
+        claims = json.loads(_b64decode(payload))
+        public_pem = (
+            self._keys[self.kid]
+            .public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+
+        def unsigned(alg: str, body: dict[str, Any], secret: bytes | None) -> str:
+            header = _b64encode(json.dumps({"alg": alg, "kid": self.kid, "typ": "JWT"}).encode())
+            signing_input = f"{header}.{_b64encode(json.dumps(body).encode())}"
+            if secret is None:
+                return f"{signing_input}."
+            mac = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+            return f"{signing_input}.{_b64encode(mac)}"
+
+        impostor = _b64encode(json.dumps({**claims, "sub": "someone-else"}).encode())
+        return {
+            "expired": self.token(ttl_s=-120),
+            "tampered": f"{head}.{payload}.{flipped}",
+            "other-user": f"{head}.{impostor}.{signature}",
+            "alg-none": unsigned("none", claims, None),
+            "hs256-with-public-key": unsigned("HS256", claims, public_pem),
+            "wrong-audience": self.token(aud="another-api"),
+            "wrong-issuer": self.token(iss="someone-else"),
+            "unknown-key": self.token(key=Ed25519PrivateKey.generate()),
+            "garbage": "not-a-jwt",
+        }
+
     def bearer(
         self, user_id: str = "user-1", roles: tuple[str, ...] = ("customer",)
     ) -> dict[str, str]:
@@ -399,3 +438,11 @@ class TokenIssuer:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

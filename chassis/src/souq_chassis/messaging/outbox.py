@@ -13,11 +13,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import structlog
-from fastapi import FastAPI, Query
+from fastapi import Depends, FastAPI, Query
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from souq.events import Message
 from sqlalchemy import MetaData, bindparam, delete, func, insert, select, update
 
+from souq_chassis.auth import current_admin
 from souq_chassis.db import Database, Transaction
 from souq_chassis.messaging.broker import Broker, BrokerUnavailable, Outgoing
 from souq_chassis.messaging.envelope import Envelope, encode, wrap
@@ -177,9 +178,10 @@ class Outbox:
 
 
 def include_admin(app: FastAPI, outbox: Outbox) -> None:
-    """GET /v1/admin/outbox: backlog and recent messages (internal; `souq events` reads it)."""
+    """GET /v1/admin/outbox: backlog and recent messages, for administrators (`souq events`
+    reads it); the app must have `install_auth`."""
 
-    @app.get("/v1/admin/outbox", tags=["messaging admin"])
+    @app.get("/v1/admin/outbox", tags=["messaging admin"], dependencies=[Depends(current_admin)])
     async def outbox_status(limit: Annotated[int, Query(ge=1, le=200)] = 20) -> dict[str, object]:
         backlog, age = await outbox.backlog()
         return {

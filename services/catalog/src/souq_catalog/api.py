@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from souq_chassis.auth import current_admin
 from souq_chassis.problems import problem, request_id_of
 
 from souq_catalog.domain import (
@@ -84,7 +85,9 @@ class NewProductBody(BaseModel):
 def include(app: FastAPI, catalog: CatalogService) -> None:
     """Mount the catalog's routes and map its domain errors to problem+json."""
     public = APIRouter(prefix="/v1", tags=["catalog"])
-    admin = APIRouter(prefix="/v1/admin", tags=["catalog admin"])
+    admin = APIRouter(
+        prefix="/v1/admin", tags=["catalog admin"], dependencies=[Depends(current_admin)]
+    )
 
     @public.get("/products")
     async def list_products(

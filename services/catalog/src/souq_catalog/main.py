@@ -14,6 +14,7 @@ from pydantic_settings import SettingsConfigDict
 from souq.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from souq.events.topology import SUBSCRIPTIONS
 from souq_chassis.app import create_app, lifespan
+from souq_chassis.auth import AuthSettings, install_auth, jwks_verifier
 from souq_chassis.db import open_database
 from souq_chassis.grpc_server import GrpcServer
 from souq_chassis.messaging.broker import connected, open_broker
@@ -34,7 +35,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 log = structlog.get_logger(SERVICE)
 
 
-class CatalogSettings(DatabaseSettings, GrpcSettings, MessagingSettings):
+class CatalogSettings(DatabaseSettings, GrpcSettings, MessagingSettings, AuthSettings):
     model_config = SettingsConfigDict(env_prefix="CATALOG_", extra="ignore")
 
     http_port: int = Field(default=8081, ge=0, le=65535)
@@ -66,6 +67,7 @@ def build_app(settings: CatalogSettings, *, tracer_provider: Any = None) -> Fast
     broker = open_broker(settings.broker_url, client_name=SERVICE)
     outbox = Outbox(db, broker, metrics.registry)
     catalog = CatalogService(db, ProductRepository(db), outbox)
+    verifier, identity = jwks_verifier(settings, metrics)
     grpc_server = GrpcServer(
         settings.grpc_host,
         settings.grpc_port,
@@ -87,17 +89,18 @@ def build_app(settings: CatalogSettings, *, tracer_provider: Any = None) -> Fast
         version=settings.version,
         metrics=metrics,
         lifespan=lifespan(
-            on_start=[seed],
+            on_start=[seed, identity.start],
             serving=[
                 lambda: connected(broker, SUBSCRIPTIONS),
                 outbox.running,
                 lambda: grpc_server.running(settings.shutdown_grace_s),
             ],
-            on_stop=[db.dispose],
+            on_stop=[db.dispose, identity.close],
         ),
         readiness={"database": db.ping},
         max_body_bytes=settings.max_body_bytes,
     )
+    install_auth(app, verifier)
     api.include(app, catalog)
     include_outbox_admin(app, outbox)
     return app

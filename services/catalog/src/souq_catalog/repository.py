@@ -182,18 +182,24 @@ class ProductRepository:
             product_id, new.sku, new.name, new.description, new.category, new.price, new.image_url
         )
 
-    async def set_price(self, product_id: int, price: Money) -> bool:
-        async with self._db.transaction() as tx:
-            result = await tx.execute(
-                _SET_PRICE,
-                {
-                    "product_id": product_id,
-                    "amount_cents": price.amount_cents,
-                    "currency": price.currency,
-                    "now": datetime.now(UTC),
-                },
-            )
-            return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+    async def get_for_update(self, tx: Transaction, product_id: int) -> Product | None:
+        """The product, read in the caller's (write) transaction."""
+        row = await tx.one(_BY_ID, {"id": product_id})
+        return _product(row) if row else None
+
+    async def set_price(self, tx: Transaction, product_id: int, price: Money) -> datetime:
+        """Change the price in the caller's transaction (which also records its event)."""
+        now = datetime.now(UTC)
+        await tx.execute(
+            _SET_PRICE,
+            {
+                "product_id": product_id,
+                "amount_cents": price.amount_cents,
+                "currency": price.currency,
+                "now": now,
+            },
+        )
+        return now
 
     async def is_empty(self) -> bool:
         return await self._db.scalar(_COUNT_PRODUCTS) == 0

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
 
-from souq.events import ProductCreated
+from souq.events import ProductCreated, ProductPriceChanged
 from souq.events.catalog import Money as EventMoney
 from souq_chassis.db import Database
 from souq_chassis.messaging.outbox import Outbox
@@ -73,9 +75,16 @@ class CatalogService:
         return product
 
     async def change_price(self, product_id: int, price: Money) -> Product:
-        if not await self._products.set_price(product_id, price):
-            raise ProductNotFound(product_id)
-        return await self.get_product(product_id)
+        """Set a product's price; `ProductPriceChanged` commits with it (none if unchanged)."""
+        async with self._db.transaction() as tx:
+            product = await self._products.get_for_update(tx, product_id)
+            if product is None:
+                raise ProductNotFound(product_id)
+            if product.price == price:
+                return product
+            changed_at = await self._products.set_price(tx, product_id, price)
+            await self._outbox.add(tx, _price_changed(product, price, changed_at))
+        return replace(product, price=price)
 
     async def import_catalog(self, cats: Sequence[Category], items: Sequence[NewProduct]) -> bool:
         """Load a catalog into an empty database; False (and nothing done) if it has products."""
@@ -92,4 +101,17 @@ def _product_created(product: Product) -> ProductCreated:
         name=product.name,
         category=product.category,
         price=EventMoney(amount_cents=product.price.amount_cents, currency=product.price.currency),
+    )
+
+
+def _price_changed(product: Product, price: Money, changed_at: datetime) -> ProductPriceChanged:
+    return ProductPriceChanged(
+        product_id=product.id,
+        sku=product.sku,
+        name=product.name,
+        price=EventMoney(amount_cents=price.amount_cents, currency=price.currency),
+        previous_price=EventMoney(
+            amount_cents=product.price.amount_cents, currency=product.price.currency
+        ),
+        changed_at=changed_at,
     )

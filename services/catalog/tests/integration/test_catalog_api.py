@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -13,7 +14,7 @@ import aiohttp
 import grpc
 import pytest
 from souq.catalog.v1 import catalog_pb2, catalog_pb2_grpc
-from souq_chassis.testing import Reply, assert_problem, call
+from souq_chassis.testing import Reply, ServiceProcess, TokenIssuer, assert_problem, call
 
 BODY_LIMIT = 64 * 1024
 MAX_PRICE_CENTS = 100_000_000
@@ -1000,3 +1001,53 @@ async def test_a_form_body_is_refused_as_invalid(http: aiohttp.ClientSession) ->
 
     assert_problem(reply, 422)
     assert_problem(await call(http, "GET", "/v1/products/by-sku/FORM-0001"), 404)
+
+
+# Who may change the catalog
+
+
+ADMIN_ROUTES = [
+    ("POST", "/v1/admin/products"),
+    ("PUT", "/v1/admin/products/1/price"),
+    ("GET", "/v1/admin/outbox"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), ADMIN_ROUTES)
+async def test_admin_routes_refuse_anyone_without_a_valid_admin_token(
+    anonymous: aiohttp.ClientSession, issuer: TokenIssuer, method: str, path: str
+) -> None:
+    body = {"amount_cents": 100, "currency": "USD"}
+    unsigned = await call(anonymous, method, path, body=body)
+    assert assert_problem(unsigned, 401)["detail"]
+    assert unsigned.headers["WWW-Authenticate"].startswith("Bearer")
+    for kind, token in issuer.forged().items():
+        reply = await call(anonymous, method, path, body=body, headers=bearer(token))
+        assert reply.status == 401, (kind, reply.text)
+    customer = issuer.bearer("customer-1", ("customer",))
+    assert_problem(await call(anonymous, method, path, body=body, headers=customer), 403)
+
+
+async def test_a_price_change_commits_a_product_price_changed_event(
+    http: aiohttp.ClientSession, catalog: ServiceProcess, created: dict[str, Any]
+) -> None:
+    new_price = {"amount_cents": created["price"]["amount_cents"] + 1, "currency": "USD"}
+
+    ok(await call(http, "PUT", f"/v1/admin/products/{created['id']}/price", body=new_price))
+    ok(await call(http, "PUT", f"/v1/admin/products/{created['id']}/price", body=new_price))
+
+    assert catalog.data_dir is not None
+    with sqlite3.connect(catalog.data_dir / "catalog.db") as db:  # its own outbox table
+        bodies = db.execute(
+            "SELECT body FROM outbox WHERE type = 'catalog.ProductPriceChanged.v1'"
+        ).fetchall()
+    events = [json.loads(body)["data"] for (body,) in bodies]
+    changes = [e for e in events if e["product_id"] == created["id"]]
+    assert len(changes) == 1  # setting the same price again is no change
+    assert changes[0]["price"] == new_price
+    assert changes[0]["previous_price"] == created["price"]
+    assert changes[0]["sku"] == created["sku"]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

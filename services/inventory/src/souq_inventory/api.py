@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Path, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from souq_chassis.auth import current_admin
 from souq_chassis.problems import problem, request_id_of
 
 from souq_inventory.domain import (
@@ -41,7 +42,9 @@ class RestockBody(BaseModel):
 
 def include(app: FastAPI, inventory: InventoryService) -> None:
     public = APIRouter(prefix="/v1", tags=["inventory"])
-    admin = APIRouter(prefix="/v1/admin", tags=["inventory admin"])
+    admin = APIRouter(
+        prefix="/v1/admin", tags=["inventory admin"], dependencies=[Depends(current_admin)]
+    )
 
     @public.get("/stock/{sku}")
     async def get_stock(sku: Sku) -> StockBody:

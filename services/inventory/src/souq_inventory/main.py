@@ -14,6 +14,7 @@ from pydantic_settings import SettingsConfigDict
 from souq.events.topology import SUBSCRIPTIONS
 from souq.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from souq_chassis.app import create_app, lifespan
+from souq_chassis.auth import AuthSettings, install_auth, jwks_verifier
 from souq_chassis.db import open_database
 from souq_chassis.grpc_server import GrpcServer
 from souq_chassis.messaging.broker import connected, open_broker
@@ -33,7 +34,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 log = structlog.get_logger(SERVICE)
 
 
-class InventorySettings(DatabaseSettings, GrpcSettings, MessagingSettings):
+class InventorySettings(DatabaseSettings, GrpcSettings, MessagingSettings, AuthSettings):
     model_config = SettingsConfigDict(env_prefix="INVENTORY_", extra="ignore")
 
     http_port: int = Field(default=8082, ge=0, le=65535)
@@ -54,6 +55,7 @@ def build_app(settings: InventorySettings, *, tracer_provider: Any = None) -> Fa
     broker = open_broker(settings.broker_url, client_name=SERVICE)
     consumer = Consumer(SERVICE, db, broker, handlers.subscriptions(inventory), metrics.registry)
     servicer = InventoryServicer(inventory)
+    verifier, identity = jwks_verifier(settings, metrics)
     grpc_server = GrpcServer(
         settings.grpc_host,
         settings.grpc_port,
@@ -71,17 +73,18 @@ def build_app(settings: InventorySettings, *, tracer_provider: Any = None) -> Fa
         version=settings.version,
         metrics=metrics,
         lifespan=lifespan(
-            on_start=[seed],
+            on_start=[seed, identity.start],
             serving=[
                 lambda: connected(broker, SUBSCRIPTIONS),
                 consumer.running,
                 lambda: grpc_server.running(settings.shutdown_grace_s),
             ],
-            on_stop=[db.dispose],
+            on_stop=[db.dispose, identity.close],
         ),
         readiness={"database": db.ping},
         max_body_bytes=settings.max_body_bytes,
     )
+    install_auth(app, verifier)
     api.include(app, inventory)
     return app
 

@@ -15,7 +15,7 @@ import aiohttp
 import grpc
 import pytest
 from souq.inventory.v1 import inventory_pb2, inventory_pb2_grpc
-from souq_chassis.testing import Reply, assert_problem, call
+from souq_chassis.testing import Reply, TokenIssuer, assert_problem, call
 
 BODY_LIMIT = 64 * 1024
 MAX_RESTOCK = 1_000_000
@@ -302,3 +302,21 @@ async def test_the_database_itself_refuses_impossible_stock(
         db.rollback()
 
     assert await stock_of(http, CHECKED_IN_DB["sku"]) == before
+
+
+async def test_restock_is_for_administrators_only(
+    anonymous: aiohttp.ClientSession, issuer: TokenIssuer
+) -> None:
+    path = "/v1/admin/stock/KIT-0001/restock"
+    before = await stock_of(anonymous, "KIT-0001")
+
+    assert_problem(await call(anonymous, "POST", path, body={"quantity": 5}), 401)
+    for kind, token in issuer.forged().items():
+        headers = {"Authorization": f"Bearer {token}"}
+        reply = await call(anonymous, "POST", path, body={"quantity": 5}, headers=headers)
+        assert reply.status == 401, (kind, reply.text)
+    customer = issuer.bearer("customer-1", ("customer",))
+    reply = await call(anonymous, "POST", path, body={"quantity": 5}, headers=customer)
+    assert_problem(reply, 403)
+
+    assert await stock_of(anonymous, "KIT-0001") == before

@@ -1,0 +1,175 @@
+"""Access-token verification: what is accepted, what is refused, and how keys are fetched."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+
+import aiohttp
+import pytest
+from fastapi import FastAPI
+from souq_chassis.app import create_app, lifespan
+from souq_chassis.auth import (
+    Admin,
+    AuthSettings,
+    CurrentUser,
+    InvalidToken,
+    KeysUnavailable,
+    TokenVerifier,
+    install_auth,
+    jwks_verifier,
+)
+from souq_chassis.metrics import Metrics
+from souq_chassis.testing import TokenIssuer, assert_problem, call, serving
+
+
+@pytest.fixture
+def issuer() -> Iterator[TokenIssuer]:
+    with TokenIssuer() as issuer:
+        yield issuer
+
+
+def verifier_of(issuer: TokenIssuer, **options: float) -> TokenVerifier:
+    async def fetch() -> bytes:
+        return json.dumps(issuer.jwks()).encode()
+
+    return TokenVerifier(fetch, **options)
+
+
+async def test_a_token_from_identity_gives_its_subject_and_known_roles(
+    issuer: TokenIssuer,
+) -> None:
+    verifier = verifier_of(issuer)
+
+    principal = await verifier.verify(issuer.token("u-42", ("customer", "admin", "root")))
+
+    assert principal.user_id == "u-42"
+    assert principal.roles == {"customer", "admin"}  # unknown roles are dropped
+    assert principal.is_admin
+    assert principal.expires_at > time.time()
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "expired",
+        "tampered",
+        "other-user",
+        "alg-none",
+        "hs256-with-public-key",
+        "wrong-audience",
+        "wrong-issuer",
+        "unknown-key",
+        "garbage",
+    ],
+)
+async def test_forged_tokens_are_refused(issuer: TokenIssuer, kind: str) -> None:
+    verifier = verifier_of(issuer)
+    await verifier.verify(issuer.token())  # keys are known: only the forgery is at fault
+
+    with pytest.raises(InvalidToken):
+        await verifier.verify(issuer.forged()[kind])
+
+
+async def test_a_new_key_is_fetched_once_and_the_old_key_still_verifies(
+    issuer: TokenIssuer,
+) -> None:
+    verifier = verifier_of(issuer, min_refresh_interval_s=0)
+    before = issuer.token("old")
+    await verifier.verify(before)
+    assert verifier.fetches == 1
+
+    issuer.rotate()
+    after = issuer.token("new")
+
+    assert (await verifier.verify(after)).user_id == "new"
+    assert (await verifier.verify(before)).user_id == "old"
+    assert verifier.fetches == 2
+
+
+async def test_unknown_key_ids_cannot_flood_identity_with_jwks_requests(
+    issuer: TokenIssuer,
+) -> None:
+    verifier = verifier_of(issuer, min_refresh_interval_s=60)
+    await verifier.verify(issuer.token())
+    forged = issuer.forged()["unknown-key"]
+
+    results = await asyncio.gather(
+        *(verifier.verify(forged) for _ in range(50)), return_exceptions=True
+    )
+
+    assert all(isinstance(r, InvalidToken) for r in results)
+    assert verifier.fetches == 1  # the first fetch was for the good token; none since
+
+
+async def test_a_remembered_token_still_expires(issuer: TokenIssuer) -> None:
+    verifier = verifier_of(issuer, leeway_s=0)
+    token = issuer.token(ttl_s=1)
+    await verifier.verify(token)
+
+    await asyncio.sleep(1.2)
+
+    with pytest.raises(InvalidToken, match="expired"):
+        await verifier.verify(token)
+
+
+async def test_a_withdrawn_key_stops_working_at_once(issuer: TokenIssuer) -> None:
+    verifier = verifier_of(issuer)
+    token = issuer.token()
+    await verifier.verify(token)
+
+    verifier.load({"keys": []})
+
+    with pytest.raises(InvalidToken):
+        await verifier.verify(token)
+
+
+async def test_keys_that_cannot_be_fetched_are_an_outage_not_a_bad_token(
+    issuer: TokenIssuer,
+) -> None:
+    async def down() -> bytes:
+        raise ConnectionRefusedError("identity is down")
+
+    with pytest.raises(KeysUnavailable):
+        await TokenVerifier(down).verify(issuer.token())
+
+
+def app_with_auth(issuer: TokenIssuer) -> FastAPI:
+    metrics = Metrics()
+    verifier, identity = jwks_verifier(AuthSettings(jwks_url=issuer.jwks_url), metrics)
+    app = create_app(
+        title="t",
+        version="0",
+        metrics=metrics,
+        lifespan=lifespan(on_start=[identity.start], on_stop=[identity.close]),
+    )
+    install_auth(app, verifier)
+
+    @app.get("/mine")
+    async def mine(user: CurrentUser) -> dict[str, str]:
+        return {"user": user.user_id}
+
+    @app.get("/admin")
+    async def admin(user: Admin) -> dict[str, str]:
+        return {"admin": user.user_id}
+
+    return app
+
+
+async def test_routes_answer_401_403_or_200_by_the_token(issuer: TokenIssuer) -> None:
+    async with serving(app_with_auth(issuer)) as url, aiohttp.ClientSession(url) as http:
+        missing = await call(http, "GET", "/mine")
+        assert_problem(missing, 401)
+        assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+        assert_problem(await call(http, "GET", "/mine", headers={"Authorization": "Basic x"}), 401)
+        forged = {"Authorization": f"Bearer {issuer.forged()['alg-none']}"}
+        assert_problem(await call(http, "GET", "/mine", headers=forged), 401)
+
+        customer = issuer.bearer("c-1", ("customer",))
+        assert (await call(http, "GET", "/mine", headers=customer)).json() == {"user": "c-1"}
+        assert_problem(await call(http, "GET", "/admin", headers=customer), 403)
+
+        admin = issuer.bearer("a-1", ("admin",))
+        assert (await call(http, "GET", "/admin", headers=admin)).json() == {"admin": "a-1"}
