@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -20,6 +20,7 @@ _RETRYABLE_STATUS = frozenset({502, 503, 504})
 class HttpReply:
     status: int
     body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -74,11 +75,12 @@ class HttpUpstream:
                     method, url, params=params, json=json, headers=outgoing
                 ) as response:
                     body = await response.read()
+                    received = response.headers
             except aiohttp.ClientError as exc:
                 raise TransientFailure(f"{type(exc).__name__}: {exc}") from exc
             if response.status >= 500:
                 raise TransientFailure(f"HTTP {response.status}")
-            return HttpReply(response.status, body)
+            return HttpReply(response.status, body, received)
 
         retry = method.upper() in _IDEMPOTENT if idempotent is None else idempotent
         return await self.upstream.call(operation, attempt, idempotent=retry)

@@ -1,17 +1,28 @@
-"""The public API under /api/v1. Only these routes exist; nothing internal is proxied."""
+"""The public API under /api/v1. Only these routes exist; nothing internal is proxied.
+
+Every route is metered per client IP; signed-in routes also per user, and sign-in more
+strictly still (per IP and per account) to slow password guessing. Access tokens are verified
+here, locally, against identity's cached JWKS; the services behind verify them again.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from souq_chassis.auth import Principal, TokenVerifier, bearer_token, current_admin, current_user
+from souq_chassis.http_client import HttpReply
 from souq_chassis.problems import problem, request_id_of
 from souq_chassis.resilience import UpstreamUnavailable
 
-from souq_gateway.domain import Availability
+from souq_gateway.domain import Availability, RateLimiter
 from souq_gateway.service import ProductNotFound, ProductView, Storefront
-from souq_gateway.upstreams import Money, UpstreamRejected
+from souq_gateway.upstreams import Money, ServiceProxy, UpstreamRejected
 
 PREFIX = "/api/v1"
 CATEGORY_PATTERN = r"^[a-z0-9][a-z0-9-]{0,39}$"
@@ -60,8 +71,364 @@ class Category(BaseModel):
     name: str
 
 
+@dataclass(frozen=True)
+class Limits:
+    """The gateway's rate limits (token buckets)."""
+
+    per_client: RateLimiter  # every request, by client IP
+    per_user: RateLimiter  # signed-in requests, by user id
+    sign_in_per_client: RateLimiter  # login and register, by client IP
+    sign_in_per_account: RateLimiter  # login, by email
+
+
+class RateLimited(Exception):
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(wait_s)
+        self.retry_after = max(1, math.ceil(wait_s))
+
+
+def _client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _limits(request: Request) -> Limits:
+    limits: Limits = request.app.state.limits
+    return limits
+
+
+async def limit_client(request: Request) -> None:
+    """Router dependency: one token from the client's bucket (before any other work)."""
+    wait = _limits(request).per_client.take(_client_ip(request), time.monotonic())
+    if wait:
+        raise RateLimited(wait)
+
+
+async def optional_caller(request: Request) -> Principal | None:
+    """A caller who sent a token is held to it, even on public routes: a bad token is a 401
+    and a good one is metered per user."""
+    token = bearer_token(request)
+    if token is None:
+        return None
+    verifier: TokenVerifier = request.app.state.token_verifier
+    return _metered(request, await verifier.verify(token))
+
+
+async def signed_in(
+    principal: Annotated[Principal, Depends(current_user)], request: Request
+) -> str:
+    """The verified caller's access token (to pass on), metered per user."""
+    _metered(request, principal)
+    token = bearer_token(request)
+    assert token is not None
+    return token
+
+
+async def signed_in_admin(
+    _: Annotated[Principal, Depends(current_admin)],
+    token: Annotated[str, Depends(signed_in)],
+) -> str:
+    return token
+
+
+def _metered(request: Request, principal: Principal) -> Principal:
+    wait = _limits(request).per_user.take(principal.user_id, time.monotonic())
+    if wait:
+        raise RateLimited(wait)
+    return principal
+
+
+Token = Annotated[str, Depends(signed_in)]
+AdminToken = Annotated[str, Depends(signed_in_admin)]
+_PASSED_ON_HEADERS = ("Retry-After", "WWW-Authenticate")
+
+
+def passthrough(reply: HttpReply) -> Response:
+    """The service's answer as it gave it."""
+    if reply.status == 204:
+        return Response(status_code=204)
+    headers = {h: reply.headers[h] for h in _PASSED_ON_HEADERS if h in reply.headers}
+    media_type = reply.headers.get("Content-Type", "application/json")
+    return Response(reply.body, reply.status, headers=headers, media_type=media_type)
+
+
+class Credentials(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: StrictStr = Field(min_length=1, max_length=254)
+    password: StrictStr = Field(min_length=1, max_length=128)
+
+
+class RefreshBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refresh_token: StrictStr = Field(min_length=1, max_length=256)
+
+
+class LogoutBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refresh_token: StrictStr | None = Field(default=None, min_length=1, max_length=256)
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "Bearer"
+    expires_in: int
+
+
+class User(BaseModel):
+    id: str
+    email: str
+    roles: list[str]
+    created_at: datetime
+
+
+class NewItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    product_id: StrictInt = Field(ge=1, le=2**62)
+    quantity: StrictInt = Field(ge=1, le=10_000)
+
+
+class QuantityBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    quantity: StrictInt = Field(ge=1, le=10_000)
+
+
+class CartLine(BaseModel):
+    product_id: int
+    sku: str
+    name: str
+    unit_price: Money
+    quantity: int
+    line_total: Money
+
+
+class Cart(BaseModel):
+    items: list[CartLine]
+    totals: list[Money] = Field(description="One per currency")
+    item_count: int
+
+
+ProductIdPath = Annotated[int, Path(ge=1, le=2**62)]
+JsonBody = Annotated[dict[str, Any], Body(description="As the service behind defines it")]
+
+
+def include_accounts(
+    app: FastAPI,
+    *,
+    identity: ServiceProxy,
+    cart: ServiceProxy,
+    catalog: ServiceProxy,
+    inventory: ServiceProxy,
+) -> None:
+    """Sign-up, sign-in, the signed-in user's profile and cart, and the admin operations."""
+    metered = [Depends(limit_client)]
+    auth = APIRouter(prefix=f"{PREFIX}/auth", tags=["sign-in"], dependencies=metered)
+    mine = APIRouter(prefix=PREFIX, tags=["me"], dependencies=metered)
+    admin = APIRouter(prefix=f"{PREFIX}/admin", tags=["admin"], dependencies=metered)
+
+    def sign_in_attempt(request: Request, account: str | None = None) -> None:
+        limits, now = _limits(request), time.monotonic()
+        wait = limits.sign_in_per_client.take(_client_ip(request), now)
+        if not wait and account is not None:
+            wait = limits.sign_in_per_account.take(account.strip().lower(), now)
+        if wait:
+            raise RateLimited(wait)
+
+    @auth.post("/register", status_code=201, response_model=User, summary="Sign up")
+    async def register(body: Credentials, request: Request) -> Response:
+        sign_in_attempt(request)
+        return passthrough(
+            await identity.forward(
+                "POST",
+                "/v1/register",
+                operation="Register",
+                json=body.model_dump(),
+                request_id=request_id_of(request),
+            )
+        )
+
+    @auth.post("/login", response_model=TokenPair, summary="Sign in")
+    async def login(body: Credentials, request: Request) -> Response:
+        sign_in_attempt(request, body.email)
+        return passthrough(
+            await identity.forward(
+                "POST",
+                "/v1/login",
+                operation="Login",
+                json=body.model_dump(),
+                request_id=request_id_of(request),
+            )
+        )
+
+    @auth.post("/refresh", response_model=TokenPair, summary="Trade a refresh token for new ones")
+    async def refresh(body: RefreshBody, request: Request) -> Response:
+        return passthrough(
+            await identity.forward(
+                "POST",
+                "/v1/refresh",
+                operation="Refresh",
+                json=body.model_dump(),
+                request_id=request_id_of(request),
+            )
+        )
+
+    @auth.post("/logout", status_code=204, summary="Revoke refresh tokens")
+    async def logout(token: Token, request: Request, body: LogoutBody | None = None) -> Response:
+        return passthrough(
+            await identity.forward(
+                "POST",
+                "/v1/logout",
+                operation="Logout",
+                token=token,
+                json=body.model_dump(exclude_none=True) if body else None,
+                request_id=request_id_of(request),
+            )
+        )
+
+    @mine.get("/me", response_model=User, summary="The signed-in user")
+    async def me(token: Token, request: Request) -> Response:
+        return passthrough(
+            await identity.forward(
+                "GET", "/v1/me", operation="Me", token=token, request_id=request_id_of(request)
+            )
+        )
+
+    @mine.get("/cart", response_model=Cart, tags=["cart"], summary="The signed-in user's cart")
+    async def get_cart(token: Token, request: Request) -> Response:
+        return passthrough(
+            await cart.forward(
+                "GET",
+                "/v1/cart",
+                operation="GetCart",
+                token=token,
+                request_id=request_id_of(request),
+            )
+        )
+
+    @mine.post("/cart/items", status_code=201, response_model=Cart, tags=["cart"])
+    async def add_item(body: NewItem, token: Token, request: Request) -> Response:
+        return passthrough(
+            await cart.forward(
+                "POST",
+                "/v1/cart/items",
+                operation="AddItem",
+                token=token,
+                json=body.model_dump(),
+                request_id=request_id_of(request),
+            )
+        )
+
+    @mine.patch("/cart/items/{product_id}", response_model=Cart, tags=["cart"])
+    async def change_quantity(
+        product_id: ProductIdPath, body: QuantityBody, token: Token, request: Request
+    ) -> Response:
+        return passthrough(
+            await cart.forward(
+                "PATCH",
+                f"/v1/cart/items/{product_id}",
+                operation="ChangeQuantity",
+                token=token,
+                json=body.model_dump(),
+                request_id=request_id_of(request),
+            )
+        )
+
+    @mine.delete("/cart/items/{product_id}", status_code=204, tags=["cart"])
+    async def remove_item(product_id: ProductIdPath, token: Token, request: Request) -> Response:
+        return passthrough(
+            await cart.forward(
+                "DELETE",
+                f"/v1/cart/items/{product_id}",
+                operation="RemoveItem",
+                token=token,
+                request_id=request_id_of(request),
+            )
+        )
+
+    @mine.delete("/cart", status_code=204, tags=["cart"], summary="Empty the cart")
+    async def clear_cart(token: Token, request: Request) -> Response:
+        return passthrough(
+            await cart.forward(
+                "DELETE",
+                "/v1/cart",
+                operation="ClearCart",
+                token=token,
+                request_id=request_id_of(request),
+            )
+        )
+
+    @admin.post("/products", status_code=201, summary="Add a product (catalog's body)")
+    async def create_product(body: JsonBody, token: AdminToken, request: Request) -> Response:
+        return passthrough(
+            await catalog.forward(
+                "POST",
+                "/v1/admin/products",
+                operation="CreateProduct",
+                token=token,
+                json=body,
+                request_id=request_id_of(request),
+            )
+        )
+
+    @admin.put("/products/{product_id}/price", summary="Change a price")
+    async def change_price(
+        product_id: ProductIdPath, body: JsonBody, token: AdminToken, request: Request
+    ) -> Response:
+        return passthrough(
+            await catalog.forward(
+                "PUT",
+                f"/v1/admin/products/{product_id}/price",
+                operation="ChangePrice",
+                token=token,
+                json=body,
+                request_id=request_id_of(request),
+            )
+        )
+
+    @admin.post("/stock/{sku}/restock", summary="Add units to a SKU's stock")
+    async def restock(
+        sku: Annotated[str, Path(pattern=r"^[A-Z0-9][A-Z0-9-]{2,39}$")],
+        body: JsonBody,
+        token: AdminToken,
+        request: Request,
+    ) -> Response:
+        return passthrough(
+            await inventory.forward(
+                "POST",
+                f"/v1/admin/stock/{sku}/restock",
+                operation="Restock",
+                token=token,
+                json=body,
+                request_id=request_id_of(request),
+            )
+        )
+
+    app.include_router(auth)
+    app.include_router(mine)
+    app.include_router(admin)
+
+    async def rate_limited(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RateLimited)
+        return problem(
+            429,
+            f"Too many requests; try again in {exc.retry_after} s.",
+            request_id=request_id_of(request),
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+
+    app.add_exception_handler(RateLimited, rate_limited)
+
+
 def include(app: FastAPI, storefront: Storefront) -> None:
-    router = APIRouter(prefix=PREFIX, tags=["storefront"])
+    router = APIRouter(
+        prefix=PREFIX,
+        tags=["storefront"],
+        dependencies=[Depends(limit_client), Depends(optional_caller)],
+    )
 
     @router.get("/products", summary="List, filter and search products")
     async def list_products(

@@ -9,29 +9,47 @@ from fastapi import FastAPI
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from souq_chassis.app import create_app, lifespan
+from souq_chassis.auth import AuthSettings, install_auth, jwks_verifier
 from souq_chassis.grpc_client import GrpcUpstream
 from souq_chassis.http_client import HttpUpstream
 from souq_chassis.metrics import Metrics
 from souq_chassis.resilience import Policy
 from souq_chassis.runner import serve
-from souq_chassis.settings import ServiceSettings
+from starlette.middleware.cors import CORSMiddleware
 
 from souq_gateway import api
+from souq_gateway.domain import RateLimiter
 from souq_gateway.service import Storefront
-from souq_gateway.upstreams import CatalogClient, InventoryClient
+from souq_gateway.upstreams import CatalogClient, InventoryClient, ServiceProxy
 
 SERVICE = "gateway"
 log = structlog.get_logger(SERVICE)
 
 
-class GatewaySettings(ServiceSettings):
+class GatewaySettings(AuthSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
 
     http_port: int = Field(default=8080, ge=0, le=65535)
     catalog_url: str = "http://127.0.0.1:8081"
     inventory_target: str = "127.0.0.1:50062"
+    inventory_url: str = "http://127.0.0.1:8082"  # admin restock only
+    identity_url: str = "http://127.0.0.1:8083"
+    cart_url: str = "http://127.0.0.1:8084"
     catalog_timeout_s: float = Field(default=1.0, gt=0)
     inventory_timeout_s: float = Field(default=0.25, gt=0)
+    identity_timeout_s: float = Field(default=3.0, gt=0)  # a login waits for Argon2id
+    cart_timeout_s: float = Field(default=1.0, gt=0)
+    # The storefront's origin: the only one a browser may call this API from.
+    storefront_origin: str = "http://localhost:5173"
+    # Token buckets: a rate per second and a burst.
+    client_rate_per_s: float = Field(default=100.0, gt=0)
+    client_burst: int = Field(default=200, ge=1)
+    user_rate_per_s: float = Field(default=50.0, gt=0)
+    user_burst: int = Field(default=100, ge=1)
+    sign_in_rate_per_s: float = Field(default=0.2, gt=0)  # 12 a minute once the burst is spent
+    sign_in_burst: int = Field(default=10, ge=1)
+    account_sign_in_rate_per_s: float = Field(default=0.1, gt=0)
+    account_sign_in_burst: int = Field(default=5, ge=1)
     upstream_max_concurrency: int = Field(default=256, ge=1)
     breaker_failures: int = Field(default=5, ge=1)
     breaker_reset_s: float = Field(default=2.0, gt=0)
@@ -55,6 +73,16 @@ def build_app(settings: GatewaySettings, *, tracer_provider: Any = None) -> Fast
         "inventory", settings.inventory_target, metrics, policy(settings.inventory_timeout_s)
     )
 
+    identity_http = HttpUpstream(
+        "identity", settings.identity_url, metrics, policy(settings.identity_timeout_s)
+    )
+    cart_http = HttpUpstream("cart", settings.cart_url, metrics, policy(settings.cart_timeout_s))
+    inventory_http = HttpUpstream(
+        "inventory", settings.inventory_url, metrics, policy(settings.catalog_timeout_s)
+    )
+    verifier, jwks = jwks_verifier(settings, metrics)
+    http_upstreams = [catalog_http, identity_http, cart_http, inventory_http, jwks]
+
     storefront = Storefront(CatalogClient(catalog_http), InventoryClient(inventory_grpc))
 
     app = create_app(
@@ -62,14 +90,38 @@ def build_app(settings: GatewaySettings, *, tracer_provider: Any = None) -> Fast
         version=settings.version,
         metrics=metrics,
         lifespan=lifespan(
-            on_start=[catalog_http.start, inventory_grpc.start],
-            on_stop=[catalog_http.close, inventory_grpc.close],
+            on_start=[*(u.start for u in http_upstreams), inventory_grpc.start],
+            on_stop=[*(u.close for u in http_upstreams), inventory_grpc.close],
         ),
         readiness={"catalog": catalog_http.ping},
         max_body_bytes=settings.max_body_bytes,
         openapi_prefix=api.PREFIX,
     )
+    app.state.limits = api.Limits(
+        per_client=RateLimiter(settings.client_rate_per_s, settings.client_burst),
+        per_user=RateLimiter(settings.user_rate_per_s, settings.user_burst),
+        sign_in_per_client=RateLimiter(settings.sign_in_rate_per_s, settings.sign_in_burst),
+        sign_in_per_account=RateLimiter(
+            settings.account_sign_in_rate_per_s, settings.account_sign_in_burst
+        ),
+    )
+    install_auth(app, verifier)
     api.include(app, storefront)
+    api.include_accounts(
+        app,
+        identity=ServiceProxy(identity_http),
+        cart=ServiceProxy(cart_http),
+        catalog=ServiceProxy(catalog_http),
+        inventory=ServiceProxy(inventory_http),
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[settings.storefront_origin],
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        expose_headers=["X-Request-ID", "Retry-After"],
+        max_age=600,
+    )
     return app
 
 

@@ -14,10 +14,13 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from souq_chassis.testing import ServiceProcess, free_port
+from souq_chassis.testing import ServiceProcess, TokenIssuer, free_port
 
 # No trace export from the processes under test, whatever the shell says.
 QUIET = {"OTEL_EXPORTER_OTLP_ENDPOINT": ""}
+# Every process verifies access tokens against the session's TokenIssuer (its JWKS over HTTP).
+_ISSUER = TokenIssuer().__enter__()
+AUTH = {"SOUQ_JWKS_URL": _ISSUER.jwks_url}
 
 GatewayFactory = Callable[..., ServiceProcess]
 MetricReader = Callable[..., Awaitable[float]]
@@ -33,6 +36,9 @@ def _gateway(
     http_port = free_port()
     env = {
         **QUIET,
+        **AUTH,
+        "GATEWAY_IDENTITY_URL": f"http://{_nothing_listens()}",
+        "GATEWAY_CART_URL": f"http://{_nothing_listens()}",
         "GATEWAY_HTTP_PORT": str(http_port),
         "GATEWAY_CATALOG_URL": catalog_url,
         "GATEWAY_INVENTORY_TARGET": inventory_target,
@@ -66,6 +72,7 @@ def _system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_System]:
         catalog_port,
         {
             **QUIET,
+            **AUTH,
             "CATALOG_HTTP_PORT": str(catalog_port),
             "CATALOG_GRPC_PORT": str(free_port()),
             "CATALOG_DATA_DIR": str(tmp_path_factory.mktemp("catalog")),
@@ -76,6 +83,7 @@ def _system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_System]:
         inventory_port,
         {
             **QUIET,
+            **AUTH,
             "INVENTORY_HTTP_PORT": str(inventory_port),
             "INVENTORY_GRPC_PORT": str(inventory_grpc),
             "INVENTORY_DATA_DIR": str(tmp_path_factory.mktemp("inventory")),
@@ -83,7 +91,13 @@ def _system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_System]:
     )
     target = f"127.0.0.1:{inventory_grpc}"
     # Generous deadlines: on a busy machine a slow answer must not pass for a missing one here.
-    gateway = _gateway(catalog.url, target, inventory_timeout_s=2, catalog_timeout_s=5)
+    gateway = _gateway(
+        catalog.url,
+        target,
+        inventory_timeout_s=2,
+        catalog_timeout_s=5,
+        inventory_url=inventory.url,
+    )
     system = _System(catalog, inventory, target, gateway)
     processes = [system.catalog, system.inventory, system.gateway]
     with ExitStack() as stack:
@@ -96,6 +110,12 @@ def _system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_System]:
 
 
 @pytest.fixture(scope="session")
+def issuer() -> TokenIssuer:
+    """Signs access tokens as identity would, for every process of the session."""
+    return _ISSUER
+
+
+@pytest.fixture(scope="session")
 def catalog(_system: _System) -> ServiceProcess:
     return _system.catalog
 
@@ -103,6 +123,12 @@ def catalog(_system: _System) -> ServiceProcess:
 @pytest.fixture(scope="session")
 def inventory(_system: _System) -> ServiceProcess:
     return _system.inventory
+
+
+@pytest.fixture(scope="session")
+def inventory_target(_system: _System) -> str:
+    """The inventory's gRPC address."""
+    return _system.inventory_target
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from souq_chassis.testing import ServiceProcess
+from souq_chassis.testing import ServiceProcess, TokenIssuer
 
 API = "/api/v1"
 LOW_STOCK_AT_MOST = 5  # units: the storefront's published low-stock line
@@ -167,8 +167,8 @@ async def test_categories_are_catalogs_categories(
 async def test_a_product_inventory_does_not_track_cannot_be_bought_until_restocked(
     http: aiohttp.ClientSession,
     gateway: ServiceProcess,
-    catalog: ServiceProcess,
     inventory: ServiceProcess,
+    issuer: TokenIssuer,
 ) -> None:
     new = {
         "sku": "TST-UNTRACKED-1",
@@ -177,7 +177,9 @@ async def test_a_product_inventory_does_not_track_cannot_be_bought_until_restock
         "category": "home-decor",
         "price": {"amount_cents": 1234, "currency": "USD"},
     }
-    async with http.post(f"{catalog.url}/v1/admin/products", json=new) as response:
+    admin = issuer.bearer("admin-1", ("admin",))
+    create = f"{gateway.url}{API}/admin/products"
+    async with http.post(create, json=new, headers=admin) as response:
         assert response.status == 201, await response.text()
         product_id = (await response.json())["id"]
     url = f"{gateway.url}{API}/products/{product_id}"
@@ -187,11 +189,11 @@ async def test_a_product_inventory_does_not_track_cannot_be_bought_until_restock
     assert (untracked["sku"], untracked["price"]) == (new["sku"], new["price"])
     assert (untracked["availability"], untracked["available_quantity"]) == ("out_of_stock", 0)
 
-    restock = f"{inventory.url}/v1/admin/stock/{new['sku']}/restock"
-    async with http.post(restock, json={"quantity": 5}) as response:
+    restock = f"{gateway.url}{API}/admin/stock/{new['sku']}/restock"
+    async with http.post(restock, json={"quantity": 5}, headers=admin) as response:
         assert response.status == 200, await response.text()
     low = await get_json(http, url)  # five units: the most that is still "low"
-    async with http.post(restock, json={"quantity": 1}) as response:
+    async with http.post(restock, json={"quantity": 1}, headers=admin) as response:
         assert response.status == 200, await response.text()
     plenty = await get_json(http, url)
 
@@ -200,14 +202,17 @@ async def test_a_product_inventory_does_not_track_cannot_be_bought_until_restock
 
 
 async def test_a_price_change_in_catalog_shows_on_the_next_page_view(
-    http: aiohttp.ClientSession, gateway: ServiceProcess, catalog: ServiceProcess
+    http: aiohttp.ClientSession,
+    gateway: ServiceProcess,
+    catalog: ServiceProcess,
+    issuer: TokenIssuer,
 ) -> None:
     product = await get_json(http, f"{catalog.url}/v1/products/by-sku/OUT-0011")
     new_price = {"amount_cents": product["price"]["amount_cents"] + 101, "currency": "USD"}
     before = await get_json(http, f"{gateway.url}{API}/products/{product['id']}")
 
-    change = f"{catalog.url}/v1/admin/products/{product['id']}/price"
-    async with http.put(change, json=new_price) as response:
+    change = f"{gateway.url}{API}/admin/products/{product['id']}/price"
+    async with http.put(change, json=new_price, headers=issuer.bearer("a", ("admin",))) as response:
         assert response.status == 200, await response.text()
     after = await get_json(http, f"{gateway.url}{API}/products/{product['id']}")
 
