@@ -51,6 +51,9 @@ def start_system(data_dir: Path) -> dict[str, ServiceProcess]:
             "GATEWAY_HTTP_PORT": str(gateway_port),
             "GATEWAY_CATALOG_URL": catalog.url,
             "GATEWAY_INVENTORY_TARGET": inventory.grpc_target,
+            # one client (this machine) sends all the load: no per-client rate limit
+            "GATEWAY_CLIENT_RATE_PER_S": "1000000",
+            "GATEWAY_CLIENT_BURST": "1000000",
         },
     )
     for service in (catalog, inventory, gateway):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,13 +25,31 @@ pytestmark = pytest.mark.e2e
 
 
 def get(url: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    return send("GET", url, headers=headers, timeout=timeout)
+
+
+def send(
+    method: str,
+    url: str,
+    body: Any = None,
+    *,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, Any]:
+    """One request; the status and the JSON body (None when there is none)."""
+    sent = {"content-type": "application/json", **(headers or {})}
+    if token is not None:
+        sent["authorization"] = f"Bearer {token}"
+    data = None if body is None else orjson.dumps(body)
+    request = urllib.request.Request(url, data=data, headers=sent, method=method)
     try:
-        with urllib.request.urlopen(
-            urllib.request.Request(url, headers=headers or {}), timeout=timeout
-        ) as r:
-            return r.status, orjson.loads(r.read())
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            raw = r.read()
+            return r.status, orjson.loads(raw) if raw else None
     except urllib.error.HTTPError as e:
-        return e.code, orjson.loads(e.read())
+        raw = e.read()
+        return e.code, orjson.loads(raw) if raw else None
 
 
 def wait_for(what: str, check: Any, timeout_s: float) -> Any:
@@ -49,6 +68,21 @@ class System:
     ):
         self.data_dir, self.ports, self.proc, self.log = data_dir, ports, proc, log
         self.gateway = f"http://127.0.0.1:{ports['gateway']}"
+        self.api = f"{self.gateway}/api/v1"
+
+    @property
+    def admin_password(self) -> str:
+        """What the first `souq up` printed, once."""
+        found = re.search(r"admin sign-in\s+admin@souq\.local / (\S+)", self.output())
+        assert found, self.output()[-2000:]
+        return found.group(1)
+
+    def sign_in(self, email: str, password: str) -> dict[str, Any]:
+        status, tokens = send(
+            "POST", f"{self.api}/auth/login", {"email": email, "password": password}
+        )
+        assert status == 200, tokens
+        return dict(tokens)
 
     def state(self) -> RunState:
         state = RunState.load(self.data_dir)
@@ -59,15 +93,18 @@ class System:
         return self.log.read_text(errors="replace")
 
 
-@pytest.fixture
-def system(tmp_path: Path) -> Iterator[System]:
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    """`souq up` on free ports, once for the module; its tests run in order."""
+    tmp_path = tmp_path_factory.mktemp("souq-up")
     ports = {name: free_port() for name in DEFAULT_PORTS}
     data_dir = tmp_path / "data"
     log = tmp_path / "souq-up.log"
     args = [SOUQ, "up", "--data-dir", str(data_dir), *(f"--port={n}={p}" for n, p in ports.items())]
     with log.open("wb") as out:
+        env = {k: v for k, v in os.environ.items() if k != "SOUQ_ADMIN_PASSWORD"}
         proc = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
         )
     system = System(data_dir, ports, proc, log)
     try:
@@ -89,6 +126,118 @@ def system(tmp_path: Path) -> Iterator[System]:
             if alive(pid):
                 psutil.Process(pid).kill()
         assert not any(alive(pid) for pid in pids), "services outlived souq down"
+
+
+def test_people_sign_up_sign_in_and_fill_their_own_carts(system: System) -> None:
+    api = system.api
+    alice_email, alice_password = f"Alice.{os.urandom(4).hex()}@Example.com", "correct horse 1"
+    bob_email, bob_password = f"bob.{os.urandom(4).hex()}@example.com", "battery staple 2"
+
+    status, alice = send(
+        "POST", f"{api}/auth/register", {"email": alice_email, "password": alice_password}
+    )
+    assert status == 201, alice
+    assert alice["email"] == alice_email.lower() and alice["roles"] == ["customer"]
+    assert "password" not in str(alice).lower()
+    duplicate = {"email": alice_email.upper(), "password": "another one 3"}
+    assert send("POST", f"{api}/auth/register", duplicate)[0] == 409
+    assert (
+        send("POST", f"{api}/auth/register", {"email": bob_email, "password": bob_password})[0]
+        == 201
+    )
+    wrong = {"email": alice_email, "password": "not her password"}
+    assert send("POST", f"{api}/auth/login", wrong)[0] == 401
+
+    tokens = system.sign_in(alice_email, alice_password)
+    assert tokens["token_type"] == "Bearer" and tokens["expires_in"] > 0
+    token = tokens["access_token"]
+    assert send("GET", f"{api}/me", token=token) == (200, alice)
+
+    # Alice fills her cart; names and prices come from catalog.
+    _, listing = get(f"{api}/products?page_size=2")
+    first, second = listing["items"]
+    assert (
+        send("POST", f"{api}/cart/items", {"product_id": first["id"], "quantity": 2}, token=token)[
+            0
+        ]
+        == 201
+    )
+    status, cart = send(
+        "POST", f"{api}/cart/items", {"product_id": second["id"], "quantity": 1}, token=token
+    )
+    assert status == 201, cart
+    lines = {line["product_id"]: line for line in cart["items"]}
+    assert lines[first["id"]]["name"] == first["name"]
+    assert lines[first["id"]]["unit_price"] == first["price"]
+    assert lines[first["id"]]["quantity"] == 2
+    assert cart["item_count"] == 3
+    expected = 2 * first["price"]["amount_cents"] + second["price"]["amount_cents"]
+    assert cart["totals"] == [{"amount_cents": expected, "currency": "USD"}]
+    status, changed = send(
+        "PATCH", f"{api}/cart/items/{second['id']}", {"quantity": 4}, token=token
+    )
+    assert status == 200 and changed["item_count"] == 6
+    unknown = {"product_id": 10**9, "quantity": 1}
+    assert send("POST", f"{api}/cart/items", unknown, token=token)[0] == 422
+
+    # Bob sees only his own (empty) cart and cannot touch hers.
+    bob = system.sign_in(bob_email, bob_password)
+    assert send("GET", f"{api}/cart", token=bob["access_token"]) == (
+        200,
+        {"items": [], "totals": [], "item_count": 0},
+    )
+    assert send("DELETE", f"{api}/cart/items/{first['id']}", token=bob["access_token"])[0] == 404
+    assert send("GET", f"{api}/cart", token=token)[1]["item_count"] == 6
+
+    # Without a token, or with a forged one, nobody gets in, through the gateway or around it.
+    cart_service = f"http://127.0.0.1:{system.ports['cart']}/v1/cart"
+    head, payload, signature = token.split(".")
+    for forged in (None, f"{head}.{payload}.{signature[::-1]}", f"{head}.{payload}."):
+        assert send("GET", f"{api}/cart", token=forged)[0] == 401
+        assert send("GET", cart_service, token=forged, headers={"X-User-Id": alice["id"]})[0] == 401
+
+    # An admin changes a price: the cart shows it once the event arrives.
+    admin = system.sign_in("admin@souq.local", system.admin_password)["access_token"]
+    new_price = {"amount_cents": first["price"]["amount_cents"] + 500, "currency": "USD"}
+    customer_try = send("PUT", f"{api}/admin/products/{first['id']}/price", new_price, token=token)
+    assert customer_try[0] == 403
+    status, _ = send("PUT", f"{api}/admin/products/{first['id']}/price", new_price, token=admin)
+    assert status == 200
+
+    def repriced() -> bool:
+        _, now = send("GET", f"{api}/cart", token=token)
+        return any(
+            line["product_id"] == first["id"] and line["unit_price"] == new_price
+            for line in now["items"]
+        )
+
+    wait_for("the cart to show the new price", repriced, 15)
+
+    # Refresh tokens rotate; a reused one revokes its whole family.
+    status, rotated = send(
+        "POST", f"{api}/auth/refresh", {"refresh_token": tokens["refresh_token"]}
+    )
+    assert status == 200 and rotated["refresh_token"] != tokens["refresh_token"]
+    assert send("POST", f"{api}/auth/refresh", {"refresh_token": tokens["refresh_token"]})[0] == 401
+    assert (
+        send("POST", f"{api}/auth/refresh", {"refresh_token": rotated["refresh_token"]})[0] == 401
+    )
+
+    # Logging out ends Bob's refresh tokens.
+    assert send("POST", f"{api}/auth/logout", token=bob["access_token"])[0] == 204
+    assert send("POST", f"{api}/auth/refresh", {"refresh_token": bob["refresh_token"]})[0] == 401
+
+    # Clearing empties the cart.
+    assert send("DELETE", f"{api}/cart", token=token)[0] == 204
+    assert send("GET", f"{api}/cart", token=token)[1]["items"] == []
+
+    # No password or refresh token was written to any log; the admin's was printed once.
+    service_logs = (system.data_dir / "logs" / "souq.log").read_text()
+    printed = system.output()
+    for secret in (alice_password, bob_password, tokens["refresh_token"], rotated["refresh_token"]):
+        assert secret not in service_logs and secret not in printed
+    assert system.admin_password not in service_logs
+    assert printed.count(system.admin_password) == 1
 
 
 def test_the_system_serves_products_survives_an_inventory_crash_and_recovers(
@@ -130,21 +279,15 @@ def test_the_system_serves_products_survives_an_inventory_crash_and_recovers(
 
     # An event crosses the broker: a product created in catalog gets a stock record in
     # inventory, with nothing shared between them but the event's contract.
-    catalog = f"http://127.0.0.1:{system.ports['catalog']}"
     new = {
         "sku": "E2E-0001",
         "name": "Hand-carved Cedar Box",
         "category": "home-decor",
         "price": {"amount_cents": 3900, "currency": "USD"},
     }
-    request = urllib.request.Request(
-        f"{catalog}/v1/admin/products",
-        data=orjson.dumps(new),
-        headers={"content-type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=5) as r:
-        created = orjson.loads(r.read())
+    admin = system.sign_in("admin@souq.local", system.admin_password)["access_token"]
+    status, created = send("POST", f"{system.api}/admin/products", new, token=admin)
+    assert status == 201, created
     inventory = f"http://127.0.0.1:{system.ports['inventory']}"
 
     def tracked() -> Any:
@@ -160,7 +303,7 @@ def test_the_system_serves_products_survives_an_inventory_crash_and_recovers(
         wide = {**os.environ, "COLUMNS": "250"}  # tables unabridged, whatever the terminal
         return subprocess.run(command, capture_output=True, text=True, timeout=60, env=wide)
 
-    events = souq("events")
+    events = souq("events", "--admin-password", system.admin_password)
     assert events.returncode == 0, events.stdout + events.stderr
     assert "SOUQ_EVENTS" in events.stdout and "catalog outbox: 0 unpublished" in events.stdout
     assert "catalog.ProductCreated.v1" in events.stdout  # just published: in the outbox history

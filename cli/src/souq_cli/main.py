@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -41,6 +42,16 @@ DataDir = Annotated[
     ),
 ]
 DEFAULT_DATA_DIR = Path(".souq")
+ADMIN_EMAIL = "admin@souq.local"  # identity's default IDENTITY_ADMIN_EMAIL
+AdminPassword = Annotated[
+    str,
+    typer.Option(
+        "--admin-password",
+        envvar="SOUQ_ADMIN_PASSWORD",
+        help=f"The password of {ADMIN_EMAIL} (never stored by Souq).",
+        show_default=False,
+    ),
+]
 
 
 def _parse_ports(overrides: list[str]) -> dict[str, int]:
@@ -75,8 +86,12 @@ def up(
             "--port", help="Override a port: NAME=PORT (gateway, catalog, catalog-grpc, ...)."
         ),
     ] = None,
+    admin_password: AdminPassword = "",
 ) -> None:
-    """Start every service, wait until all are ready, stream their logs; Ctrl-C stops them all."""
+    """Start every service, wait until all are ready, stream their logs; Ctrl-C stops them all.
+
+    The first run seeds an administrator, admin@souq.local: with SOUQ_ADMIN_PASSWORD's password
+    if set, else with a random one printed once (it is stored nowhere but as a hash)."""
     data_dir = data_dir.resolve()
     ports = _parse_ports(port or [])
     previous = RunState.load(data_dir)
@@ -92,7 +107,14 @@ def up(
             f"[red]Ports in use: {', '.join(taken)}. Free them or pass --port NAME=PORT.[/]"
         )
         raise typer.Exit(1)
-    supervisor = Supervisor(data_dir, ports)
+    first_run = not (data_dir / "identity.db").exists()
+    shown_password = ""
+    if not admin_password and first_run:
+        admin_password = shown_password = secrets.token_urlsafe(12)
+    identity_env = {"IDENTITY_ADMIN_EMAIL": ADMIN_EMAIL}
+    if admin_password:
+        identity_env["IDENTITY_ADMIN_PASSWORD"] = admin_password
+    supervisor = Supervisor(data_dir, ports, secrets={"identity": identity_env})
 
     def announce(seconds: float) -> None:
         gateway = f"http://127.0.0.1:{ports['gateway']}"
@@ -107,6 +129,11 @@ def up(
             if s.module
         ]
         lines.append(f"  broker           {broker_url(ports)}")
+        if shown_password:
+            lines.append(
+                f"  [bold]admin sign-in    {ADMIN_EMAIL} / {shown_password}[/]"
+                "  (shown this once; or choose it with SOUQ_ADMIN_PASSWORD on a first run)"
+            )
         lines.append(
             "  Ctrl-C stops everything; `souq status` in another terminal shows the processes."
         )
@@ -204,12 +231,31 @@ async def _with_broker(url: str, work: Callable[[Broker], Awaitable[T]]) -> T:
         await broker.close()
 
 
+def _admin_token(state: RunState | None, password: str) -> str | None:
+    """An administrator's access token from identity, or None (no password, or refused)."""
+    identity = state.services.get("identity") if state else None
+    if identity is None or not password:
+        return None
+    body = json.dumps({"email": ADMIN_EMAIL, "password": password}).encode()
+    request = urllib.request.Request(
+        f"{identity.url}/v1/login", body, {"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as r:
+            token: str = json.loads(r.read())["access_token"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return token
+
+
 @app.command()
 def events(
     data_dir: DataDir = DEFAULT_DATA_DIR,
     limit: Annotated[int, typer.Option(help="Recent messages per service.")] = 10,
+    admin_password: AdminPassword = "",
 ) -> None:
-    """Messages per stream or queue, and each service's outbox backlog and recent messages."""
+    """Messages per stream or queue, and (signed in as the administrator) each service's
+    outbox backlog and recent messages."""
     url = _broker_of(data_dir)
     destinations = asyncio.run(_with_broker(url, lambda b: b.destinations(list(SUBSCRIPTIONS))))
     table = Table(title=f"Broker {url}")
@@ -219,9 +265,18 @@ def events(
         table.add_row(d.name, str(d.messages), d.detail)
     console.print(table)
     state = RunState.load(data_dir.resolve())
+    token = _admin_token(state, admin_password)
+    if token is None:
+        console.print(
+            "Outboxes are for the administrator: set SOUQ_ADMIN_PASSWORD (or --admin-password)."
+        )
+        return
     for name, svc in (state.services if state else {}).items():
+        request = urllib.request.Request(
+            f"{svc.url}/v1/admin/outbox?limit={limit}", headers={"Authorization": f"Bearer {token}"}
+        )
         try:
-            with urllib.request.urlopen(f"{svc.url}/v1/admin/outbox?limit={limit}", timeout=2) as r:
+            with urllib.request.urlopen(request, timeout=2) as r:
                 outbox = json.loads(r.read())
         except (OSError, ValueError):
             continue  # no outbox there, or not running

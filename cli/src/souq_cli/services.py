@@ -18,6 +18,8 @@ DEFAULT_PORTS: dict[str, int] = {
     "gateway": 8080,
     "catalog": 8081,
     "inventory": 8082,
+    "identity": 8083,
+    "cart": 8084,
     "catalog-grpc": 50061,
     "inventory-grpc": 50062,
     "nats": 14222,  # not 4222: a machine may run its own NATS there
@@ -56,13 +58,27 @@ def broker_url(ports: Ports) -> str:
     return external_broker() or f"nats://127.0.0.1:{ports['nats']}"
 
 
-def _service_env(prefix: str, name: str) -> Callable[[Ports, Path], dict[str, str]]:
+def jwks_url(ports: Ports) -> str:
+    return f"http://127.0.0.1:{ports['identity']}/v1/jwks"
+
+
+def _service_env(
+    prefix: str, name: str, **urls: Callable[[Ports], str]
+) -> Callable[[Ports, Path], dict[str, str]]:
+    """A service's variables: its ports, data dir, broker, identity's keys, and `urls` of the
+    services it calls (CATALOG_TARGET=...)."""
+
     def env(ports: Ports, data_dir: Path) -> dict[str, str]:
+        grpc = (
+            {f"{prefix}_GRPC_PORT": str(ports[f"{name}-grpc"])} if f"{name}-grpc" in ports else {}
+        )
         return {
             f"{prefix}_HTTP_PORT": str(ports[name]),
-            f"{prefix}_GRPC_PORT": str(ports[f"{name}-grpc"]),
+            **grpc,
             f"{prefix}_DATA_DIR": str(data_dir),
             "SOUQ_BROKER_URL": broker_url(ports),
+            "SOUQ_JWKS_URL": jwks_url(ports),
+            **{f"{prefix}_{key.upper()}": url(ports) for key, url in urls.items()},
         }
 
     return env
@@ -73,6 +89,10 @@ def _gateway_env(ports: Ports, _: Path) -> dict[str, str]:
         "GATEWAY_HTTP_PORT": str(ports["gateway"]),
         "GATEWAY_CATALOG_URL": f"http://127.0.0.1:{ports['catalog']}",
         "GATEWAY_INVENTORY_TARGET": f"127.0.0.1:{ports['inventory-grpc']}",
+        "GATEWAY_INVENTORY_URL": f"http://127.0.0.1:{ports['inventory']}",
+        "GATEWAY_IDENTITY_URL": f"http://127.0.0.1:{ports['identity']}",
+        "GATEWAY_CART_URL": f"http://127.0.0.1:{ports['cart']}",
+        "SOUQ_JWKS_URL": jwks_url(ports),
     }
 
 
@@ -92,6 +112,13 @@ EMBEDDED_NATS = ServiceSpec(
 APPLICATION: tuple[ServiceSpec, ...] = (
     ServiceSpec("catalog", "catalog", _service_env("CATALOG", "catalog"), "souq_catalog"),
     ServiceSpec("inventory", "inventory", _service_env("INVENTORY", "inventory"), "souq_inventory"),
+    ServiceSpec("identity", "identity", _service_env("IDENTITY", "identity"), "souq_identity"),
+    ServiceSpec(
+        "cart",
+        "cart",
+        _service_env("CART", "cart", catalog_target=lambda p: f"127.0.0.1:{p['catalog-grpc']}"),
+        "souq_cart",
+    ),
     ServiceSpec("gateway", "gateway", _gateway_env, "souq_gateway", tier=EDGE),
 )
 

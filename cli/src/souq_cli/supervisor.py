@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -46,8 +46,11 @@ class Supervisor:
         *,
         out: IO[str] = sys.stdout,
         specs: tuple[ServiceSpec, ...] | None = None,
+        secrets: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
+        """`secrets`: more variables for one service only, by service name."""
         self.data_dir = data_dir
+        self.secrets = dict(secrets or {})
         self.ports = dict(ports)
         self.specs = specs or services()
         self.out = out
@@ -97,6 +100,7 @@ class Supervisor:
         env = {
             **os.environ,
             **spec.environment(self.ports, self.data_dir),
+            **self.secrets.get(spec.name, {}),
             "PYTHONUNBUFFERED": "1",
         }
         while not self._stopping.is_set():

@@ -1,0 +1,315 @@
+"""Benchmark: what authentication costs at the edge, the cart read path, and sign-in.
+
+    .venv/bin/python bench/auth.py [--seconds 10] [--connections 16]
+
+Starts an embedded NATS, catalog, inventory, identity, cart and the gateway as real processes
+on free ports (temporary data; the gateway's rate limits raised, since all load comes from
+one client), then measures with wrk (required: `apt-get install wrk`):
+
+1. token verification: the gateway's CPU per request on the same route (GET /api/v1/categories)
+   without and with a bearer token, and the verifier alone in this process (cold and warm);
+2. the cart read path: GET /api/v1/cart through the gateway (throughput, latency, CPU);
+3. sign-in: sequential logins through the gateway (Argon2id), then a login flood while the
+   storefront route is measured beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import psutil
+from souq_chassis.auth import TokenVerifier
+from souq_chassis.testing import EmbeddedNats, ServiceProcess, free_port
+
+QUIET = {"OTEL_EXPORTER_OTLP_ENDPOINT": ""}
+UNLIMITED = {  # one client sends all the load
+    "GATEWAY_CLIENT_RATE_PER_S": "1000000",
+    "GATEWAY_CLIENT_BURST": "1000000",
+    "GATEWAY_USER_RATE_PER_S": "1000000",
+    "GATEWAY_USER_BURST": "1000000",
+    "GATEWAY_SIGN_IN_RATE_PER_S": "1000000",
+    "GATEWAY_SIGN_IN_BURST": "1000000",
+    "GATEWAY_ACCOUNT_SIGN_IN_RATE_PER_S": "1000000",
+    "GATEWAY_ACCOUNT_SIGN_IN_BURST": "1000000",
+}
+
+
+def start_system(data_dir: Path, stack: ExitStack) -> dict[str, ServiceProcess]:
+    nats = stack.enter_context(EmbeddedNats(data_dir / "nats"))
+    identity_port = free_port()
+    jwks = f"http://127.0.0.1:{identity_port}/v1/jwks"
+    common = {**QUIET, "SOUQ_BROKER_URL": nats.url, "SOUQ_JWKS_URL": jwks}
+
+    def service(module: str, prefix: str, **settings: object) -> ServiceProcess:
+        return ServiceProcess.on_free_ports(
+            module, prefix, data_dir, env=common, log_level="WARNING", **settings
+        )
+
+    catalog = service("souq_catalog", "CATALOG")
+    inventory = service("souq_inventory", "INVENTORY")
+    identity = ServiceProcess(
+        "souq_identity",
+        identity_port,
+        {
+            **common,
+            "IDENTITY_HTTP_PORT": str(identity_port),
+            "IDENTITY_DATA_DIR": str(data_dir),
+            "IDENTITY_LOG_LEVEL": "WARNING",
+        },
+    )
+    cart = service("souq_cart", "CART", catalog_target=catalog.grpc_target)
+    gateway_port = free_port()
+    gateway = ServiceProcess(
+        "souq_gateway",
+        gateway_port,
+        {
+            **common,
+            **UNLIMITED,
+            "GATEWAY_LOG_LEVEL": "WARNING",
+            "GATEWAY_HTTP_PORT": str(gateway_port),
+            "GATEWAY_CATALOG_URL": catalog.url,
+            "GATEWAY_INVENTORY_TARGET": inventory.grpc_target,
+            "GATEWAY_INVENTORY_URL": inventory.url,
+            "GATEWAY_IDENTITY_URL": identity.url,
+            "GATEWAY_CART_URL": cart.url,
+        },
+    )
+    services = {
+        "catalog": catalog,
+        "inventory": inventory,
+        "identity": identity,
+        "cart": cart,
+        "gateway": gateway,
+    }
+    for s in services.values():
+        stack.enter_context(s)
+    return services
+
+
+def send(method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            raw = r.read()
+            return r.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def wrk(
+    url: str,
+    seconds: float,
+    connections: int,
+    *,
+    method: str = "GET",
+    body: Any = None,
+    token: str | None = None,
+) -> dict[str, Any]:
+    """Run wrk; requests, req/s, p50/p99 ms and the count of each non-2xx status."""
+    lua = [f'wrk.method = "{method}"', 'wrk.headers["Content-Type"] = "application/json"']
+    if token:
+        lua.append(f'wrk.headers["Authorization"] = "Bearer {token}"')
+    if body is not None:
+        lua.append(f"wrk.body = [[{json.dumps(body)}]]")
+    lua.append(
+        "statuses = {}\n"
+        "response = function(status) statuses[status] = (statuses[status] or 0) + 1 end\n"
+        "done = function() end"
+    )
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    script.write_text("\n".join(lua))
+    try:
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--latency",
+                "-s",
+                str(script),
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+            check=True,
+        ).stdout
+    finally:
+        script.unlink()
+
+    def latency(pct: str) -> float:
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        assert m, out
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "requests": total,
+        "rps": total / seconds,
+        "p50": latency("50"),
+        "p99": latency("99"),
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+    }
+
+
+def cpu_of(services: dict[str, ServiceProcess]) -> dict[str, float]:
+    out = {}
+    for name, s in services.items():
+        assert s.proc is not None
+        t = psutil.Process(s.proc.pid).cpu_times()
+        out[name] = t.user + t.system
+    return out
+
+
+def measured(
+    services: dict[str, ServiceProcess], url: str, seconds: float, connections: int, **kw: Any
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """wrk figures and each process's CPU µs per request."""
+    wrk(url, 2, connections, **kw)  # warm-up
+    before = cpu_of(services)
+    result = wrk(url, seconds, connections, **kw)
+    after = cpu_of(services)
+    per_request = {n: (after[n] - before[n]) / max(result["requests"], 1) * 1e6 for n in services}
+    return result, per_request
+
+
+def line(label: str, r: dict[str, Any], cpu: dict[str, float] | None = None) -> None:
+    print(
+        f"{label}\n  {r['rps']:8.0f} req/s   p50 {r['p50']:6.2f} ms   p99 {r['p99']:6.2f} ms"
+        f"   non-2xx {r['non2xx']}"
+    )
+    if cpu:
+        print("  CPU per request: " + "   ".join(f"{n} {us:5.0f} µs" for n, us in cpu.items()))
+
+
+def verifier_alone(jwks_url: str, token: str, rounds: int = 2000) -> tuple[float, float]:
+    """µs per verification in this process: a token never seen (signature checked) and a
+    token seen before (remembered until it expires)."""
+
+    with urllib.request.urlopen(jwks_url, timeout=5) as r:
+        document = bytes(r.read())
+
+    async def fetch() -> bytes:
+        return document
+
+    async def run() -> tuple[float, float]:
+        verifier = TokenVerifier(fetch)
+        await verifier.verify(token)
+        cold = []
+        for _ in range(rounds):
+            verifier._verified.clear()
+            start = time.perf_counter()
+            await verifier.verify(token)
+            cold.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        for _ in range(rounds):
+            await verifier.verify(token)
+        warm = (time.perf_counter() - start) / rounds
+        return statistics.median(cold) * 1e6, warm * 1e6
+
+    return asyncio.run(run())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--logins", type=int, default=30)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        services = start_system(Path(tmp), stack)
+        api = services["gateway"].url + "/api/v1"
+        password = "a long bench password"
+        assert (
+            send("POST", f"{api}/auth/register", {"email": "b@x.io", "password": password})[0]
+            == 201
+        )
+        status, tokens = send(
+            "POST", f"{api}/auth/login", {"email": "b@x.io", "password": password}
+        )
+        assert status == 200, tokens
+        token = tokens["access_token"]
+        print(
+            f"wrk, {args.connections} connections, {args.seconds:.0f}s each, "
+            f"{psutil.cpu_count()} cores\n"
+        )
+
+        # 1. Token verification
+        cold, warm = verifier_alone(services["identity"].url + "/v1/jwks", token)
+        print(f"verifier alone: {cold:.0f} µs for a new token, {warm:.1f} µs for a known one")
+        anon, anon_cpu = measured(services, f"{api}/categories", args.seconds, args.connections)
+        line("GET /api/v1/categories without a token", anon, anon_cpu)
+        auth, auth_cpu = measured(
+            services, f"{api}/categories", args.seconds, args.connections, token=token
+        )
+        line("GET /api/v1/categories with a bearer token", auth, auth_cpu)
+        print(
+            f"  → token verification adds {auth_cpu['gateway'] - anon_cpu['gateway']:.0f} µs "
+            "of gateway CPU per request\n"
+        )
+
+        # 2. The cart read path
+        _, listing = send("GET", f"{api}/products?page_size=3")
+        for product in listing["items"]:
+            body = {"product_id": product["id"], "quantity": 2}
+            assert send("POST", f"{api}/cart/items", body, token)[0] == 201
+        cart, cart_cpu = measured(
+            services, f"{api}/cart", args.seconds, args.connections, token=token
+        )
+        line("GET /api/v1/cart (3 lines) through the gateway", cart, cart_cpu)
+        print()
+
+        # 3. Sign-in
+        login = {"email": "b@x.io", "password": password}
+        timings = []
+        for _ in range(args.logins):
+            start = time.perf_counter()
+            assert send("POST", f"{api}/auth/login", login)[0] == 200
+            timings.append((time.perf_counter() - start) * 1000)
+        timings.sort()
+        print(
+            f"{args.logins} sequential logins: mean {statistics.mean(timings):.0f} ms, "
+            f"p50 {timings[len(timings) // 2]:.0f} ms, max {timings[-1]:.0f} ms"
+        )
+        quiet = wrk(f"{api}/categories", args.seconds, 4)
+        line("GET /api/v1/categories, 4 connections, no flood", quiet)
+        flooded: list[dict[str, Any]] = []
+        flood = threading.Thread(
+            target=lambda: flooded.append(
+                wrk(f"{api}/auth/login", args.seconds + 2, 32, method="POST", body=login)
+            )
+        )
+        flood.start()
+        time.sleep(1)
+        during = wrk(f"{api}/categories", args.seconds, 4)
+        flood.join()
+        line("GET /api/v1/categories, 4 connections, during a 32-connection login flood", during)
+        line("  the login flood itself (non-2xx: refused while hashing is saturated)", flooded[0])
+
+
+if __name__ == "__main__":
+    main()
