@@ -129,7 +129,7 @@ class SqliteDatabase(Database):
     def __init__(self, url: str, tracer_provider: Any = None) -> None:
         _prepare_sqlite_file(url)
         sync_url = make_url(url).set(drivername="sqlite")
-        self.engine = sa_create_engine(sync_url, poolclass=NullPool)
+        self.engine = sa_create_engine(sync_url, poolclass=NullPool, hide_parameters=True)
         event.listen(self.engine, "connect", _sqlite_pragmas)
         _instrument(self.engine, tracer_provider)
         autocommit = {"isolation_level": "AUTOCOMMIT"}
@@ -178,7 +178,9 @@ class ServerDatabase(Database):
     """A database server (PostgreSQL through asyncpg) on SQLAlchemy's async engine and pool."""
 
     def __init__(self, url: str, tracer_provider: Any = None, pool_size: int = 10) -> None:
-        self.engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
+        self.engine = create_async_engine(
+            url, pool_size=pool_size, max_overflow=pool_size, hide_parameters=True
+        )
         _instrument(self.engine.sync_engine, tracer_provider)
 
     async def execute(self, statement: Executable, params: Params = None) -> Result[Any]:

@@ -107,6 +107,9 @@ def up(
             f"[red]Ports in use: {', '.join(taken)}. Free them or pass --port NAME=PORT.[/]"
         )
         raise typer.Exit(1)
+    if admin_password and not 8 <= len(admin_password) <= 128:
+        console.print("[red]SOUQ_ADMIN_PASSWORD must be 8 to 128 characters long.[/]")
+        raise typer.Exit(2)
     first_run = not (data_dir / "identity.db").exists()
     shown_password = ""
     if not admin_password and first_run:
