@@ -7,6 +7,7 @@ here, locally, against identity's cached JWKS; the services behind verify them a
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from dataclasses import dataclass
@@ -223,9 +224,13 @@ def include_accounts(
     cart: ServiceProxy,
     catalog: ServiceProxy,
     inventory: ServiceProxy,
+    sign_in_concurrency: int = 8,
 ) -> None:
     """Sign-up, sign-in, the signed-in user's profile and cart, and the admin operations."""
     metered = [Depends(limit_client)]
+    # Sign-ins waiting on identity's (deliberately slow) password hashing: beyond this many,
+    # more are refused here at once, so a flood costs the gateway little and identity nothing.
+    signing_in = asyncio.Semaphore(sign_in_concurrency)
     auth = APIRouter(prefix=f"{PREFIX}/auth", tags=["sign-in"], dependencies=metered)
     mine = APIRouter(prefix=PREFIX, tags=["me"], dependencies=metered)
     admin = APIRouter(prefix=f"{PREFIX}/admin", tags=["admin"], dependencies=metered)
@@ -254,15 +259,17 @@ def include_accounts(
     @auth.post("/login", response_model=TokenPair, summary="Sign in")
     async def login(body: Credentials, request: Request) -> Response:
         sign_in_attempt(request, body.email)
-        return passthrough(
-            await identity.forward(
+        if signing_in.locked():
+            raise RateLimited(1.0)
+        async with signing_in:
+            reply = await identity.forward(
                 "POST",
                 "/v1/login",
                 operation="Login",
                 json=body.model_dump(),
                 request_id=request_id_of(request),
             )
-        )
+        return passthrough(reply)
 
     @auth.post("/refresh", response_model=TokenPair, summary="Trade a refresh token for new ones")
     async def refresh(body: RefreshBody, request: Request) -> Response:

@@ -50,6 +50,8 @@ class GatewaySettings(AuthSettings):
     sign_in_burst: int = Field(default=10, ge=1)
     account_sign_in_rate_per_s: float = Field(default=0.1, gt=0)
     account_sign_in_burst: int = Field(default=5, ge=1)
+    # Logins in flight to identity at once; more are refused (429) without asking identity.
+    sign_in_concurrency: int = Field(default=4, ge=1)
     upstream_max_concurrency: int = Field(default=256, ge=1)
     breaker_failures: int = Field(default=5, ge=1)
     breaker_reset_s: float = Field(default=2.0, gt=0)
@@ -113,6 +115,7 @@ def build_app(settings: GatewaySettings, *, tracer_provider: Any = None) -> Fast
         cart=ServiceProxy(cart_http),
         catalog=ServiceProxy(catalog_http),
         inventory=ServiceProxy(inventory_http),
+        sign_in_concurrency=settings.sign_in_concurrency,
     )
     app.add_middleware(
         CORSMiddleware,

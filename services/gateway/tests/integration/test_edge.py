@@ -195,3 +195,49 @@ async def test_sign_in_is_metered_more_strictly(metered_gateway: str) -> None:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def test_sign_ins_in_flight_are_bounded_so_a_flood_never_reaches_identity(
+    new_gateway: GatewayFactory, inventory_target: str
+) -> None:
+    """identity here accepts connections and never answers (hashing forever): two sign-ins
+    wait on it, the others are refused at once."""
+    arrived = 0
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal arrived
+        arrived += 1
+        await reader.read(65536)
+        await asyncio.sleep(30)
+        writer.close()
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    gateway = new_gateway(
+        inventory_target,
+        identity_url=f"http://127.0.0.1:{port}",
+        identity_timeout_s=3,
+        sign_in_concurrency=2,
+        sign_in_burst=100,
+        account_sign_in_burst=100,
+    )
+    login = {"email": "flood@example.com", "password": "guess-guess"}
+    try:
+        await asyncio.to_thread(gateway.start)
+        async with aiohttp.ClientSession(gateway.url) as http:
+
+            async def attempt() -> tuple[int, float]:
+                started = asyncio.get_running_loop().time()
+                reply = await call(http, "POST", f"{API}/auth/login", body=login)
+                return reply.status, asyncio.get_running_loop().time() - started
+
+            results = await asyncio.gather(*(attempt() for _ in range(6)))
+    finally:
+        await asyncio.to_thread(gateway.stop)
+        gateway.__exit__(None, None, None)
+        server.close()
+
+    statuses = sorted(status for status, _ in results)
+    assert statuses == [429, 429, 429, 429, 503, 503], results
+    assert all(elapsed < 1.0 for status, elapsed in results if status == 429), results
+    assert arrived == 2

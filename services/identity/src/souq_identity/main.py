@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,8 @@ class IdentitySettings(DatabaseSettings, MessagingSettings):
     admin_password: SecretStr = SecretStr("")  # empty: no administrator is seeded
     max_concurrent_hashes: int = Field(default=1, ge=1)
     max_waiting_hashes: int = Field(default=16, ge=0)
+    # CPU priority of the hashing threads (0 = as requests, 19 = only when nothing else runs).
+    hashing_nice: int = Field(default=10, ge=0, le=19)
     # OWASP's second configuration (19 MiB, 2 iterations): ~50 ms a hash on a slow core.
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_cost_kib: int = Field(default=19_456, ge=1)
@@ -87,10 +90,10 @@ def build_app(settings: IdentitySettings, *, tracer_provider: Any = None) -> Fas
     broker = open_broker(settings.broker_url, client_name=SERVICE)
     outbox = Outbox(db, broker, metrics.registry)
     ring = KeyRing(settings.access_token_ttl_s)
-    passwords = Passwords(
-        settings.argon2(),
-        HashingBound(settings.max_concurrent_hashes, settings.max_waiting_hashes),
+    hashing = HashingBound(
+        settings.max_concurrent_hashes, settings.max_waiting_hashes, settings.hashing_nice
     )
+    passwords = Passwords(settings.argon2(), hashing)
     identity = IdentityService(
         db,
         UserRepository(db),
@@ -126,7 +129,7 @@ def build_app(settings: IdentitySettings, *, tracer_provider: Any = None) -> Fas
         lifespan=lifespan(
             on_start=[identity.load_signing_keys, seed_admin, passwords.prepare],
             serving=[lambda: connected(broker, SUBSCRIPTIONS), outbox.running],
-            on_stop=[db.dispose],
+            on_stop=[db.dispose, _closing(hashing)],
         ),
         readiness={"database": db.ping},
         max_body_bytes=settings.max_body_bytes,
@@ -135,6 +138,13 @@ def build_app(settings: IdentitySettings, *, tracer_provider: Any = None) -> Fas
     api.include(app, identity)
     include_outbox_admin(app, outbox)
     return app
+
+
+def _closing(hashing: HashingBound) -> Callable[[], Awaitable[None]]:
+    async def close() -> None:
+        hashing.close()
+
+    return close
 
 
 def main() -> None:

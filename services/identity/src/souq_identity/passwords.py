@@ -4,13 +4,20 @@ Argon2id is slow and memory-hard on purpose (tens of milliseconds, tens of MiB p
 burst of logins must not queue without limit: at most `max_concurrent` hashes run at once, at
 most `max_waiting` wait, and the rest are refused at once with `Busy` (429, retry shortly)
 instead of holding connections and memory until they time out.
+
+Hashes run in threads of their own at a lower CPU priority (`nice`, Linux): when the machine is
+busy, the scheduler serves requests first and sign-ins wait, so a login flood slows sign-in
+down rather than every other route; when it is idle, hashing gets the whole core.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import threading
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TypeVar
@@ -28,15 +35,30 @@ class Busy(Exception):
         super().__init__("Too many sign-ins at once; try again in a moment.")
 
 
-class HashingBound:
-    """At most `max_concurrent` jobs at once and `max_waiting` queued; beyond that, `Busy`."""
+def _lower_priority(nice: int) -> None:
+    """Run this thread at `nice` (Linux gives each thread its own); elsewhere, a no-op."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (AttributeError, OSError):
+        pass
 
-    def __init__(self, max_concurrent: int, max_waiting: int) -> None:
+
+class HashingBound:
+    """At most `max_concurrent` jobs at once and `max_waiting` queued; beyond that, `Busy`.
+    Jobs run in `max_concurrent` threads of their own at CPU priority `nice`."""
+
+    def __init__(self, max_concurrent: int, max_waiting: int, nice: int = 0) -> None:
         if max_concurrent < 1 or max_waiting < 0:
             raise ValueError("max_concurrent must be at least 1, max_waiting at least 0")
         self._capacity = max_concurrent + max_waiting
         self._semaphore = asyncio.Semaphore(max_concurrent)
         self._admitted = 0  # running plus waiting
+        self._threads = ThreadPoolExecutor(
+            max_concurrent, "argon2", initializer=_lower_priority, initargs=(nice,)
+        )
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
     @property
     def admitted(self) -> int:
@@ -57,7 +79,7 @@ class HashingBound:
     async def run(self, work: Callable[[], T]) -> T:
         """`work()` in a worker thread once a slot is free."""
         async with self.slot():
-            return await asyncio.to_thread(work)
+            return await asyncio.get_running_loop().run_in_executor(self._threads, work)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+import threading
 import time
 
 import pytest
@@ -129,3 +132,16 @@ async def test_an_unknown_email_costs_as_much_as_a_wrong_password(passwords: Pas
     wrong = min([await timed(passwords.verify(hashed, "wrong password")) for _ in range(3)])
     nobody = min([await timed(passwords.verify_nobody("wrong password")) for _ in range(3)])
     assert 0.5 < nobody / wrong < 2.0, (nobody, wrong)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+async def test_hashing_runs_in_its_own_threads_at_a_lower_cpu_priority() -> None:
+    bound = HashingBound(max_concurrent=1, max_waiting=0, nice=7)
+    try:
+        thread_id = await bound.run(threading.get_native_id)
+        nice = await bound.run(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+    finally:
+        bound.close()
+
+    assert thread_id != threading.get_native_id()
+    assert nice == 7  # Linux: each thread has its own
