@@ -40,11 +40,23 @@ def _gateway(
         "GATEWAY_IDENTITY_URL": f"http://{_nothing_listens()}",
         "GATEWAY_CART_URL": f"http://{_nothing_listens()}",
         "GATEWAY_HTTP_PORT": str(http_port),
+        # The whole suite is one client: rate limits are lifted unless a test sets its own.
+        **{f"GATEWAY_{name}": "100000" for name in _LIMITS},
         "GATEWAY_CATALOG_URL": catalog_url,
         "GATEWAY_INVENTORY_TARGET": inventory_target,
         **{f"GATEWAY_{name.upper()}": str(value) for name, value in settings.items()},
     }
     return ServiceProcess("souq_gateway", http_port, env, ready_path)
+
+
+_LIMITS = (
+    "CLIENT_RATE_PER_S",
+    "CLIENT_BURST",
+    "USER_RATE_PER_S",
+    "USER_BURST",
+    "SIGN_IN_RATE_PER_S",
+    "SIGN_IN_BURST",
+)
 
 
 def _nothing_listens() -> str:

@@ -202,14 +202,15 @@ async def test_sign_ins_in_flight_are_bounded_so_a_flood_never_reaches_identity(
 ) -> None:
     """identity here accepts connections and never answers (hashing forever): two sign-ins
     wait on it, the others are refused at once."""
-    arrived = 0
+    arrived: list[asyncio.StreamWriter] = []
+    done = asyncio.Event()
 
     async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal arrived
-        arrived += 1
+        arrived.append(writer)
         await reader.read(65536)
-        await asyncio.sleep(30)
+        await done.wait()
         writer.close()
+        await writer.wait_closed()
 
     server = await asyncio.start_server(hang, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -235,9 +236,11 @@ async def test_sign_ins_in_flight_are_bounded_so_a_flood_never_reaches_identity(
     finally:
         await asyncio.to_thread(gateway.stop)
         gateway.__exit__(None, None, None)
+        done.set()
         server.close()
+        await server.wait_closed()
 
     statuses = sorted(status for status, _ in results)
     assert statuses == [429, 429, 429, 429, 503, 503], results
     assert all(elapsed < 1.0 for status, elapsed in results if status == 429), results
-    assert arrived == 2
+    assert len(arrived) == 2
