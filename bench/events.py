@@ -25,6 +25,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from souq.events import ProductCreated
 from souq_chassis.db import Database, Transaction, open_database
+from souq_chassis.logs import configure_logging
 from souq_chassis.messaging.broker import connected, open_broker
 from souq_chassis.messaging.consumer import Consumer, Subscription
 from souq_chassis.messaging.envelope import Envelope
@@ -180,6 +181,9 @@ def main() -> None:
     parser.add_argument("--role", default="producer", choices=["producer", "consumer"])
     parser.add_argument("--work", default="")
     args = parser.parse_args()
+    # As a service is set up: warnings and errors only (a debug line per event would be the
+    # benchmark's biggest cost).
+    configure_logging(f"bench-{args.role}", "0", "WARNING")
     if args.role == "consumer":
         asyncio.run(consume(args.broker, Path(args.work) / "consumer.db"))
         return
