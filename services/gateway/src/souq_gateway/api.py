@@ -143,6 +143,23 @@ AdminToken = Annotated[str, Depends(signed_in_admin)]
 _PASSED_ON_HEADERS = ("Retry-After", "WWW-Authenticate")
 
 
+async def relay(
+    service: ServiceProxy,
+    request: Request,
+    method: str,
+    path: str,
+    operation: str,
+    *,
+    token: str | None = None,
+    json: object = None,
+) -> Response:
+    """Forward to the service behind (with the request id) and answer as it answered."""
+    reply = await service.forward(
+        method, path, operation=operation, token=token, json=json, request_id=request_id_of(request)
+    )
+    return passthrough(reply)
+
+
 def passthrough(reply: HttpReply) -> Response:
     """The service's answer as it gave it."""
     if reply.status == 204:
@@ -246,14 +263,8 @@ def include_accounts(
     @auth.post("/register", status_code=201, response_model=User, summary="Sign up")
     async def register(body: Credentials, request: Request) -> Response:
         sign_in_attempt(request)
-        return passthrough(
-            await identity.forward(
-                "POST",
-                "/v1/register",
-                operation="Register",
-                json=body.model_dump(),
-                request_id=request_id_of(request),
-            )
+        return await relay(
+            identity, request, "POST", "/v1/register", "Register", json=body.model_dump()
         )
 
     @auth.post("/login", response_model=TokenPair, summary="Sign in")
@@ -262,138 +273,79 @@ def include_accounts(
         if signing_in.locked():
             raise RateLimited(1.0)
         async with signing_in:
-            reply = await identity.forward(
-                "POST",
-                "/v1/login",
-                operation="Login",
-                json=body.model_dump(),
-                request_id=request_id_of(request),
+            return await relay(
+                identity, request, "POST", "/v1/login", "Login", json=body.model_dump()
             )
-        return passthrough(reply)
 
     @auth.post("/refresh", response_model=TokenPair, summary="Trade a refresh token for new ones")
     async def refresh(body: RefreshBody, request: Request) -> Response:
-        return passthrough(
-            await identity.forward(
-                "POST",
-                "/v1/refresh",
-                operation="Refresh",
-                json=body.model_dump(),
-                request_id=request_id_of(request),
-            )
+        return await relay(
+            identity, request, "POST", "/v1/refresh", "Refresh", json=body.model_dump()
         )
 
     @auth.post("/logout", status_code=204, summary="Revoke refresh tokens")
     async def logout(token: Token, request: Request, body: LogoutBody | None = None) -> Response:
-        return passthrough(
-            await identity.forward(
-                "POST",
-                "/v1/logout",
-                operation="Logout",
-                token=token,
-                json=body.model_dump(exclude_none=True) if body else None,
-                request_id=request_id_of(request),
-            )
+        sent = body.model_dump(exclude_none=True) if body else None
+        return await relay(
+            identity, request, "POST", "/v1/logout", "Logout", token=token, json=sent
         )
 
     @mine.get("/me", response_model=User, summary="The signed-in user")
     async def me(token: Token, request: Request) -> Response:
-        return passthrough(
-            await identity.forward(
-                "GET", "/v1/me", operation="Me", token=token, request_id=request_id_of(request)
-            )
-        )
+        return await relay(identity, request, "GET", "/v1/me", "Me", token=token)
 
     @mine.get("/cart", response_model=Cart, tags=["cart"], summary="The signed-in user's cart")
     async def get_cart(token: Token, request: Request) -> Response:
-        return passthrough(
-            await cart.forward(
-                "GET",
-                "/v1/cart",
-                operation="GetCart",
-                token=token,
-                request_id=request_id_of(request),
-            )
-        )
+        return await relay(cart, request, "GET", "/v1/cart", "GetCart", token=token)
 
     @mine.post("/cart/items", status_code=201, response_model=Cart, tags=["cart"])
     async def add_item(body: NewItem, token: Token, request: Request) -> Response:
-        return passthrough(
-            await cart.forward(
-                "POST",
-                "/v1/cart/items",
-                operation="AddItem",
-                token=token,
-                json=body.model_dump(),
-                request_id=request_id_of(request),
-            )
+        return await relay(
+            cart, request, "POST", "/v1/cart/items", "AddItem", token=token, json=body.model_dump()
         )
 
     @mine.patch("/cart/items/{product_id}", response_model=Cart, tags=["cart"])
     async def change_quantity(
         product_id: ProductIdPath, body: QuantityBody, token: Token, request: Request
     ) -> Response:
-        return passthrough(
-            await cart.forward(
-                "PATCH",
-                f"/v1/cart/items/{product_id}",
-                operation="ChangeQuantity",
-                token=token,
-                json=body.model_dump(),
-                request_id=request_id_of(request),
-            )
+        return await relay(
+            cart,
+            request,
+            "PATCH",
+            f"/v1/cart/items/{product_id}",
+            "ChangeQuantity",
+            token=token,
+            json=body.model_dump(),
         )
 
     @mine.delete("/cart/items/{product_id}", status_code=204, tags=["cart"])
     async def remove_item(product_id: ProductIdPath, token: Token, request: Request) -> Response:
-        return passthrough(
-            await cart.forward(
-                "DELETE",
-                f"/v1/cart/items/{product_id}",
-                operation="RemoveItem",
-                token=token,
-                request_id=request_id_of(request),
-            )
+        return await relay(
+            cart, request, "DELETE", f"/v1/cart/items/{product_id}", "RemoveItem", token=token
         )
 
     @mine.delete("/cart", status_code=204, tags=["cart"], summary="Empty the cart")
     async def clear_cart(token: Token, request: Request) -> Response:
-        return passthrough(
-            await cart.forward(
-                "DELETE",
-                "/v1/cart",
-                operation="ClearCart",
-                token=token,
-                request_id=request_id_of(request),
-            )
-        )
+        return await relay(cart, request, "DELETE", "/v1/cart", "ClearCart", token=token)
 
     @admin.post("/products", status_code=201, summary="Add a product (catalog's body)")
     async def create_product(body: JsonBody, token: AdminToken, request: Request) -> Response:
-        return passthrough(
-            await catalog.forward(
-                "POST",
-                "/v1/admin/products",
-                operation="CreateProduct",
-                token=token,
-                json=body,
-                request_id=request_id_of(request),
-            )
+        return await relay(
+            catalog, request, "POST", "/v1/admin/products", "CreateProduct", token=token, json=body
         )
 
     @admin.put("/products/{product_id}/price", summary="Change a price")
     async def change_price(
         product_id: ProductIdPath, body: JsonBody, token: AdminToken, request: Request
     ) -> Response:
-        return passthrough(
-            await catalog.forward(
-                "PUT",
-                f"/v1/admin/products/{product_id}/price",
-                operation="ChangePrice",
-                token=token,
-                json=body,
-                request_id=request_id_of(request),
-            )
+        return await relay(
+            catalog,
+            request,
+            "PUT",
+            f"/v1/admin/products/{product_id}/price",
+            "ChangePrice",
+            token=token,
+            json=body,
         )
 
     @admin.post("/stock/{sku}/restock", summary="Add units to a SKU's stock")
@@ -403,15 +355,14 @@ def include_accounts(
         token: AdminToken,
         request: Request,
     ) -> Response:
-        return passthrough(
-            await inventory.forward(
-                "POST",
-                f"/v1/admin/stock/{sku}/restock",
-                operation="Restock",
-                token=token,
-                json=body,
-                request_id=request_id_of(request),
-            )
+        return await relay(
+            inventory,
+            request,
+            "POST",
+            f"/v1/admin/stock/{sku}/restock",
+            "Restock",
+            token=token,
+            json=body,
         )
 
     app.include_router(auth)
