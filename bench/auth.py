@@ -49,11 +49,23 @@ UNLIMITED = {  # one client sends all the load
 }
 
 
-def start_system(data_dir: Path, stack: ExitStack) -> dict[str, ServiceProcess]:
+# For comparison (--no-hashing-bounds): sign-ins as a naive service takes them, hashing on
+# every core at normal priority with a deep queue, and the gateway letting them all through.
+NO_HASHING_BOUNDS = {
+    "IDENTITY_MAX_CONCURRENT_HASHES": "8",
+    "IDENTITY_MAX_WAITING_HASHES": "1000",
+    "IDENTITY_HASHING_NICE": "0",
+    "GATEWAY_SIGN_IN_CONCURRENCY": "1000",
+}
+
+
+def start_system(
+    data_dir: Path, stack: ExitStack, extra: dict[str, str] | None = None
+) -> dict[str, ServiceProcess]:
     nats = stack.enter_context(EmbeddedNats(data_dir / "nats"))
     identity_port = free_port()
     jwks = f"http://127.0.0.1:{identity_port}/v1/jwks"
-    common = {**QUIET, "SOUQ_BROKER_URL": nats.url, "SOUQ_JWKS_URL": jwks}
+    common = {**QUIET, "SOUQ_BROKER_URL": nats.url, "SOUQ_JWKS_URL": jwks, **(extra or {})}
 
     def service(module: str, prefix: str, **settings: object) -> ServiceProcess:
         return ServiceProcess.on_free_ports(
@@ -293,11 +305,18 @@ def main() -> None:
     parser.add_argument(
         "--part", choices=["all", "tokens", "cart", "sign-in"], default="all", help="Only one part."
     )
+    parser.add_argument(
+        "--no-hashing-bounds",
+        action="store_true",
+        help="For comparison: hash on every core at normal priority, queue without bound.",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
-        services = start_system(Path(tmp), stack)
+        services = start_system(
+            Path(tmp), stack, NO_HASHING_BOUNDS if args.no_hashing_bounds else None
+        )
         api = services["gateway"].url + "/api/v1"
         password = "a long bench password"
         assert (
