@@ -62,6 +62,7 @@ async def test_a_token_from_identity_gives_its_subject_and_known_roles(
         "wrong-audience",
         "wrong-issuer",
         "unknown-key",
+        "known-kid-other-key",
         "garbage",
     ],
 )
@@ -89,19 +90,21 @@ async def test_a_new_key_is_fetched_once_and_the_old_key_still_verifies(
     assert verifier.fetches == 2
 
 
+@pytest.mark.parametrize("interval_s", [60.0, 0.0])
 async def test_unknown_key_ids_cannot_flood_identity_with_jwks_requests(
-    issuer: TokenIssuer,
+    issuer: TokenIssuer, interval_s: float
 ) -> None:
-    verifier = verifier_of(issuer, min_refresh_interval_s=60)
+    verifier = verifier_of(issuer, min_refresh_interval_s=interval_s)
     await verifier.verify(issuer.token())
-    forged = issuer.forged()["unknown-key"]
+    forged = [issuer.forged()["unknown-key"] for _ in range(20)]  # 20 key ids never seen
 
-    results = await asyncio.gather(
-        *(verifier.verify(forged) for _ in range(50)), return_exceptions=True
-    )
+    results = await asyncio.gather(*(verifier.verify(t) for t in forged), return_exceptions=True)
 
     assert all(isinstance(r, InvalidToken) for r in results)
-    assert verifier.fetches == 1  # the first fetch was for the good token; none since
+    if interval_s:
+        assert verifier.fetches == 1  # the first fetch was for the good token; none since
+    else:  # without the back-off, each unknown key id costs a fetch: the bound is what saves
+        assert verifier.fetches == 21
 
 
 async def test_a_remembered_token_still_expires(issuer: TokenIssuer) -> None:
@@ -132,8 +135,58 @@ async def test_keys_that_cannot_be_fetched_are_an_outage_not_a_bad_token(
     async def down() -> bytes:
         raise ConnectionRefusedError("identity is down")
 
+    verifier = TokenVerifier(down, min_refresh_interval_s=60)
+    outcomes = await asyncio.gather(
+        *(verifier.verify(issuer.token()) for _ in range(4)), return_exceptions=True
+    )
+
+    assert all(isinstance(o, KeysUnavailable) for o in outcomes), outcomes  # 503, never 401
+    assert verifier.fetches == 1
+
+
+@pytest.mark.parametrize("document", [b"<html>not found</html>", b"[]", b'{"keys": 3}'])
+async def test_a_document_that_is_not_a_jwks_is_an_outage_too(
+    issuer: TokenIssuer, document: bytes
+) -> None:
+    async def wrong() -> bytes:
+        return document
+
     with pytest.raises(KeysUnavailable):
-        await TokenVerifier(down).verify(issuer.token())
+        await TokenVerifier(wrong).verify(issuer.token())
+
+
+async def test_a_key_identity_stops_publishing_stops_verifying_once_the_copy_is_old(
+    issuer: TokenIssuer,
+) -> None:
+    verifier = verifier_of(issuer, max_age_s=0.3, min_refresh_interval_s=0)
+    old_kid = issuer.kid
+    leaked = issuer.token("attacker", ("admin",))
+    await verifier.verify(leaked)
+    issuer.rotate()
+    await verifier.verify(issuer.token("new"))  # the new key is fetched; the old is still listed
+
+    issuer.withdraw(old_kid)
+    await asyncio.sleep(0.4)
+
+    with pytest.raises(InvalidToken):
+        await verifier.verify(leaked)  # remembered before, forgotten with its key
+    assert (await verifier.verify(issuer.token("current"))).user_id == "current"
+
+
+async def test_an_old_copy_is_kept_while_identity_is_away(issuer: TokenIssuer) -> None:
+    up = True
+
+    async def fetch() -> bytes:
+        if not up:
+            raise ConnectionRefusedError("identity is down")
+        return json.dumps(issuer.jwks()).encode()
+
+    verifier = TokenVerifier(fetch, max_age_s=0.2, min_refresh_interval_s=0)
+    await verifier.verify(issuer.token("before"))
+    up = False
+    await asyncio.sleep(0.3)
+
+    assert (await verifier.verify(issuer.token("during"))).user_id == "during"
 
 
 def app_with_auth(issuer: TokenIssuer) -> FastAPI:

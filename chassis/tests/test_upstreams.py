@@ -31,6 +31,9 @@ class Flaky:
         await asyncio.sleep(self.delay_s)
         if request.path == "/missing":
             return web.json_response({"detail": "no such thing"}, status=404)
+        if request.path == "/cannot-now":  # the service's own answer: a dependency is away
+            body = b'{"status": 503, "detail": "prices unavailable"}'
+            return web.Response(body=body, status=503, content_type="application/problem+json")
         if self.failures > 0:
             self.failures -= 1
             return web.json_response({"detail": "busy"}, status=503)
@@ -176,3 +179,28 @@ async def test_grpc_answers_that_are_not_transient_are_raised_as_is() -> None:
     await server.stop(0)
     assert caught.value.code() is grpc.StatusCode.NOT_FOUND
     assert upstream.upstream.breaker.state == 0
+
+
+async def test_a_services_own_503_problem_can_be_an_answer_not_a_failure(
+    flaky: tuple[Flaky, str],
+) -> None:
+    server, url = flaky
+    metrics = Metrics()
+    upstream = HttpUpstream("svc", url, metrics, Policy(breaker_failures=2, breaker_reset_s=60))
+    await upstream.start()
+    try:
+        for _ in range(5):
+            reply = await upstream.request(
+                "GET", "/cannot-now", operation="Get", answers=frozenset({503})
+            )
+            assert reply.status == 503
+        assert server.hits == 5  # neither retried nor cut off by the breaker
+        assert (await upstream.request("GET", "/ok", operation="Get")).status == 200
+
+        for _ in range(2):  # the same answer, not declared one: failures that open the breaker
+            with pytest.raises(UpstreamUnavailable):
+                await upstream.request("GET", "/cannot-now", operation="Get")
+        with pytest.raises(UpstreamUnavailable):
+            await upstream.request("GET", "/ok", operation="Get")
+    finally:
+        await upstream.close()

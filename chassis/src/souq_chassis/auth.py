@@ -1,11 +1,13 @@
 """Who is calling: access tokens (JWT, EdDSA) verified locally against identity's JWKS.
 
 The gateway and every service that serves user data verify the bearer token themselves; a
-service never trusts a user id it is merely told (see ARCHITECTURE.md, "Security"). Keys come
-from identity's JWKS document, fetched on first use and again when a token names a key id not
-yet known (key rotation), at most once a second (`min_refresh_interval_s`), so forged key ids cannot
-turn the verifier into a flood of JWKS requests. Verified tokens are remembered until they
-expire, so a client's next request costs a dictionary lookup, not a signature check.
+service never trusts a user id it is merely told (see the README, "Security"). Keys come from
+identity's JWKS document, fetched on first use, again when a token names a key id not yet
+known (key rotation) but at most once a second (`min_refresh_interval_s`), so forged key ids
+cannot turn the verifier into a flood of JWKS requests, and again once the copy is older than
+`max_age_s`, so a key identity withdraws stops verifying within a minute. Verified tokens are
+remembered until they expire (or their key is withdrawn), so a client's next request costs a
+dictionary lookup, not a signature check.
 """
 
 from __future__ import annotations
@@ -43,9 +45,6 @@ class AuthSettings(ServiceSettings):
     jwks_url: str = Field(
         default="http://127.0.0.1:8083/v1/jwks",
         validation_alias=AliasChoices("SOUQ_JWKS_URL", "jwks_url"),
-    )
-    token_audience: str = Field(
-        default=AUDIENCE, validation_alias=AliasChoices("SOUQ_TOKEN_AUDIENCE", "token_audience")
     )
 
 
@@ -86,6 +85,7 @@ class TokenVerifier:
         issuer: str = ISSUER,
         leeway_s: float = 5.0,
         min_refresh_interval_s: float = 1.0,
+        max_age_s: float = 60.0,
         cache_size: int = 50_000,
     ) -> None:
         self._fetch = fetch_jwks
@@ -93,15 +93,20 @@ class TokenVerifier:
         self._issuer = issuer
         self._leeway_s = leeway_s
         self._min_refresh_s = min_refresh_interval_s
+        self._max_age_s = max_age_s
         self._cache_size = cache_size
         self._keys: dict[str, Any] = {}
         self._verified: dict[str, Principal] = {}
-        self._last_fetch = -float("inf")
+        self._last_fetch = -float("inf")  # monotonic time of the last attempt
+        self._loaded_at = -float("inf")  # ... and of the last successful one
+        self._last_fetch_failed = False
         self._lock = asyncio.Lock()
         self.fetches = 0
 
     async def verify(self, token: str) -> Principal:
         """The token's principal, or InvalidToken saying why not."""
+        if time.monotonic() - self._loaded_at > self._max_age_s and self._loaded_at > 0:
+            await self._refresh_aged()
         known = self._verified.get(token)
         if known is not None:
             if time.time() < known.expires_at + self._leeway_s:
@@ -143,29 +148,49 @@ class TokenVerifier:
         self._verified[token] = principal
         return principal
 
+    async def _refresh_aged(self) -> None:
+        """Fetch the keys again because our copy is old; on failure keep it (identity being
+        away must not sign everyone out) and try again after the back-off."""
+        async with self._lock:
+            stale = time.monotonic() - self._loaded_at > self._max_age_s
+            if stale and time.monotonic() - self._last_fetch >= self._min_refresh_s:
+                await self._fetch_keys(raise_on_failure=False)
+
     async def _refreshed_key(self, kid: str) -> Any:
         async with self._lock:
             if kid in self._keys:  # another request fetched it meanwhile
                 return self._keys[kid]
-            if time.monotonic() - self._last_fetch < self._min_refresh_s:
-                raise InvalidToken("The access token is signed by an unknown key.")
-            self._last_fetch = time.monotonic()
-            self.fetches += 1
-            try:
-                document = await self._fetch()
-            except Exception as exc:
-                log.warning("jwks_fetch_failed", error=f"{type(exc).__name__}: {exc}")
-                raise KeysUnavailable("The signing keys are unavailable.") from exc
-            self.load(orjson.loads(document))
+            if time.monotonic() - self._last_fetch >= self._min_refresh_s:
+                await self._fetch_keys(raise_on_failure=True)
+            elif self._last_fetch_failed or not self._loaded_at > 0:
+                # Backing off from a failed fetch: an outage, not a bad token.
+                raise KeysUnavailable("The signing keys are unavailable.")
         if kid not in self._keys:
             raise InvalidToken("The access token is signed by an unknown key.")
         return self._keys[kid]
+
+    async def _fetch_keys(self, *, raise_on_failure: bool) -> None:
+        """Fetch and load the JWKS (the caller holds the lock)."""
+        self._last_fetch = time.monotonic()
+        self.fetches += 1
+        try:
+            self.load(orjson.loads(await self._fetch()))
+        except Exception as exc:  # unreachable, an error status, or not a JWKS at all
+            self._last_fetch_failed = True
+            log.warning("jwks_fetch_failed", error=f"{type(exc).__name__}: {exc}")
+            if raise_on_failure:
+                raise KeysUnavailable("The signing keys are unavailable.") from exc
+            return
+        self._last_fetch_failed = False
+        self._loaded_at = time.monotonic()
 
     def load(self, jwks: dict[str, Any]) -> None:
         """Replace the known keys with a JWKS document's Ed25519 keys; forget verified tokens
         whose key is gone (a withdrawn key stops working at once)."""
         keys: dict[str, Any] = {}
-        for jwk in jwks.get("keys", ()):
+        if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+            raise ValueError("not a JWKS document")
+        for jwk in jwks["keys"]:
             if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519" and jwk.get("kid"):
                 keys[jwk["kid"]] = jwt.PyJWK(jwk, algorithm=ALGORITHM).key
         if set(self._keys) - set(keys):
@@ -179,7 +204,7 @@ def jwks_verifier(settings: AuthSettings, metrics: Metrics) -> tuple[TokenVerifi
     with the app (its calls have a deadline, a breaker and metrics like any other)."""
     url = urlsplit(settings.jwks_url)
     identity = HttpUpstream(
-        "identity",
+        "identity-jwks",
         f"{url.scheme}://{url.netloc}",
         metrics,
         Policy(timeout_s=2.0, max_concurrency=4),
@@ -192,7 +217,7 @@ def jwks_verifier(settings: AuthSettings, metrics: Metrics) -> tuple[TokenVerifi
             raise RuntimeError(f"JWKS answered HTTP {reply.status}")
         return reply.body
 
-    return TokenVerifier(fetch, audience=settings.token_audience), identity
+    return TokenVerifier(fetch), identity
 
 
 def bearer_token(request: Request) -> str | None:

@@ -10,6 +10,7 @@ import aiohttp
 import orjson
 
 from souq_chassis.metrics import Metrics
+from souq_chassis.problems import PROBLEM_JSON
 from souq_chassis.resilience import Policy, TransientFailure, Upstream
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
@@ -61,8 +62,11 @@ class HttpUpstream:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
+        answers: frozenset[int] = frozenset(),
     ) -> HttpReply:
-        """Send one request; 5xx and connection failures are transient, 4xx are answers."""
+        """Send one request; 5xx and connection failures are transient, 4xx are answers, and
+        so are the 5xx in `answers` when they come as problem+json (the service itself saying
+        it cannot do this now, not failing: they neither trip the breaker nor are retried)."""
         session = self._session
         assert session is not None, "HttpUpstream.start() was not awaited"
         url = self.base_url + path
@@ -78,7 +82,9 @@ class HttpUpstream:
                     received = response.headers
             except aiohttp.ClientError as exc:
                 raise TransientFailure(f"{type(exc).__name__}: {exc}") from exc
-            if response.status >= 500:
+            if response.status >= 500 and not (
+                response.status in answers and response.content_type == PROBLEM_JSON
+            ):
                 raise TransientFailure(f"HTTP {response.status}")
             return HttpReply(response.status, body, received)
 

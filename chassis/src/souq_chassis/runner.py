@@ -29,6 +29,10 @@ def run(app: Any, settings: ServiceSettings) -> None:
         log_config=None,
         access_log=False,
         server_header=False,
+        # The client address is the socket's peer, never a header a client can write
+        # (X-Forwarded-For); rate limits are keyed on it. Trust proxies explicitly, if ever.
+        proxy_headers=settings.trusted_proxies != "",
+        forwarded_allow_ips=settings.trusted_proxies or None,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
     )
     server = uvicorn.Server(config)

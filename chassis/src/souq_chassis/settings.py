@@ -22,6 +22,9 @@ class ServiceSettings(BaseSettings):
     data_dir: Path = Path(".souq")  # as `souq up`
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
+    # Addresses of reverse proxies whose X-Forwarded-For is believed (comma-separated, as
+    # uvicorn's forwarded_allow_ips); empty: the client is the socket's peer.
+    trusted_proxies: str = ""
     # Head sampling ratio for traces; parent-based, so a sampled caller's trace is always kept.
     trace_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
 

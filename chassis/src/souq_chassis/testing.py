@@ -339,6 +339,11 @@ class TokenIssuer:
         self._keys[self.kid] = Ed25519PrivateKey.generate()
         return self.kid
 
+    def withdraw(self, kid: str) -> None:
+        """Stop publishing a key (as identity does once its tokens have expired, or at once
+        if it leaked)."""
+        del self._keys[kid]
+
     def jwks(self) -> dict[str, Any]:
         keys = []
         for kid, key in self._keys.items():
@@ -405,7 +410,10 @@ class TokenIssuer:
             "hs256-with-public-key": unsigned("HS256", claims, public_pem),
             "wrong-audience": self.token(aud="another-api"),
             "wrong-issuer": self.token(iss="someone-else"),
-            "unknown-key": self.token(key=Ed25519PrivateKey.generate()),
+            "unknown-key": self.token(
+                key=Ed25519PrivateKey.generate(), headers={"kid": os.urandom(8).hex()}
+            ),
+            "known-kid-other-key": self.token(key=Ed25519PrivateKey.generate()),
             "garbage": "not-a-jwt",
         }
 

@@ -110,7 +110,11 @@ def up(
     if admin_password and not 8 <= len(admin_password) <= 128:
         console.print("[red]SOUQ_ADMIN_PASSWORD must be 8 to 128 characters long.[/]")
         raise typer.Exit(2)
-    first_run = not (data_dir / "identity.db").exists()
+    # A first run makes identity's database under the data dir (with IDENTITY_DATABASE_URL
+    # elsewhere, the CLI cannot tell: then only SOUQ_ADMIN_PASSWORD seeds an admin).
+    first_run = (
+        not os.environ.get("IDENTITY_DATABASE_URL") and not (data_dir / "identity.db").exists()
+    )
     shown_password = ""
     if not admin_password and first_run:
         admin_password = shown_password = secrets.token_urlsafe(12)
@@ -272,6 +276,8 @@ def events(
     if token is None:
         console.print(
             "Outboxes are for the administrator: set SOUQ_ADMIN_PASSWORD (or --admin-password)."
+            if not admin_password
+            else "Signing in as the administrator failed (wrong password, or identity is away)."
         )
         return
     for name, svc in (state.services if state else {}).items():

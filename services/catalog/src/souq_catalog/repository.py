@@ -70,6 +70,7 @@ _PRODUCT_COLUMNS = (
 # Statements are built once: building a select() costs more than running it.
 _SELECT_PRODUCTS = select(*_PRODUCT_COLUMNS)
 _BY_ID = _SELECT_PRODUCTS.where(products.c.id == bindparam("id"))
+_BY_ID_FOR_UPDATE = _BY_ID.with_for_update()  # a row lock on PostgreSQL; SQLite serializes
 _BY_SKU = _SELECT_PRODUCTS.where(products.c.sku == bindparam("sku"))
 _BY_IDS = _SELECT_PRODUCTS.where(products.c.id.in_(bindparam("ids", expanding=True)))
 _CATEGORIES = select(categories).order_by(categories.c.name)
@@ -183,8 +184,8 @@ class ProductRepository:
         )
 
     async def get_for_update(self, tx: Transaction, product_id: int) -> Product | None:
-        """The product, read in the caller's (write) transaction."""
-        row = await tx.one(_BY_ID, {"id": product_id})
+        """The product, locked in the caller's (write) transaction until it commits."""
+        row = await tx.one(_BY_ID_FOR_UPDATE, {"id": product_id})
         return _product(row) if row else None
 
     async def set_price(self, tx: Transaction, product_id: int, price: Money) -> datetime:

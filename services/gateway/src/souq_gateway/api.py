@@ -79,7 +79,7 @@ class Limits:
     per_client: RateLimiter  # every request, by client IP
     per_user: RateLimiter  # signed-in requests, by user id
     sign_in_per_client: RateLimiter  # login and register, by client IP
-    sign_in_per_account: RateLimiter  # login, by email
+    sign_in_per_account: RateLimiter  # login, by email and client IP
 
 
 class RateLimited(Exception):
@@ -140,7 +140,7 @@ def _metered(request: Request, principal: Principal) -> Principal:
 
 Token = Annotated[str, Depends(signed_in)]
 AdminToken = Annotated[str, Depends(signed_in_admin)]
-_PASSED_ON_HEADERS = ("Retry-After", "WWW-Authenticate")
+_PASSED_ON_HEADERS = ("Retry-After", "WWW-Authenticate", "Cache-Control")
 
 
 async def relay(
@@ -256,7 +256,10 @@ def include_accounts(
         limits, now = _limits(request), time.monotonic()
         wait = limits.sign_in_per_client.take(_client_ip(request), now)
         if not wait and account is not None:
-            wait = limits.sign_in_per_account.take(account.strip().lower(), now)
+            # Per account *and* client: guessing one account's password is slow from anywhere,
+            # yet nobody can lock a user out by failing to sign in as them from elsewhere.
+            key = f"{account.strip().lower()} {_client_ip(request)}"
+            wait = limits.sign_in_per_account.take(key, now)
         if wait:
             raise RateLimited(wait)
 

@@ -80,7 +80,7 @@ def build_app(settings: GatewaySettings, *, tracer_provider: Any = None) -> Fast
     )
     cart_http = HttpUpstream("cart", settings.cart_url, metrics, policy(settings.cart_timeout_s))
     inventory_http = HttpUpstream(
-        "inventory", settings.inventory_url, metrics, policy(settings.catalog_timeout_s)
+        "inventory-http", settings.inventory_url, metrics, policy(settings.catalog_timeout_s)
     )
     verifier, jwks = jwks_verifier(settings, metrics)
     http_upstreams = [catalog_http, identity_http, cart_http, inventory_http, jwks]

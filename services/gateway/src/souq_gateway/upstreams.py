@@ -111,6 +111,9 @@ class InventoryClient:
         return {i.sku: Stock(available=i.available, tracked=i.tracked) for i in reply.items}
 
 
+_ANSWERS = frozenset({503})
+
+
 class ServiceProxy:
     """Routes a service answers for itself: the gateway has checked the caller, the service
     checks again (the access token goes along) and its status and body pass through as they
@@ -134,6 +137,7 @@ class ServiceProxy:
             headers["Authorization"] = f"Bearer {token}"
         if request_id is not None:
             headers["X-Request-ID"] = request_id
+        # A service's own 503 problem (catalog away, so the cart cannot price) is its answer.
         return await self._http.request(
-            method, path, operation=operation, json=json, headers=headers
+            method, path, operation=operation, json=json, headers=headers, answers=_ANSWERS
         )

@@ -244,3 +244,44 @@ async def test_sign_ins_in_flight_are_bounded_so_a_flood_never_reaches_identity(
     assert statuses == [429, 429, 429, 429, 503, 503], results
     assert all(elapsed < 1.0 for status, elapsed in results if status == 429), results
     assert len(arrived) == 2
+
+
+async def test_a_client_cannot_pick_its_own_ip_with_x_forwarded_for(metered_gateway: str) -> None:
+    async with aiohttp.ClientSession(metered_gateway) as http:
+        await asyncio.sleep(3)
+        statuses = []
+        for i in range(8):
+            spoof = {"X-Forwarded-For": f"203.0.113.{i}"}
+            async with http.get(f"{API}/categories", headers=spoof) as response:
+                statuses.append(response.status)
+
+    assert statuses[6:] == [429, 429]  # one bucket: the socket's peer
+
+
+@pytest.fixture(scope="module")
+def gateway_behind_proxy(new_gateway: GatewayFactory, inventory_target: str) -> Iterator[str]:
+    """A gateway that believes X-Forwarded-For from 127.0.0.1 (as behind a reverse proxy), so
+    one test machine can be many clients; 2 sign-ins per account and client."""
+    with new_gateway(
+        inventory_target,
+        trusted_proxies="127.0.0.1",
+        account_sign_in_rate_per_s=0.01,
+        account_sign_in_burst=2,
+    ) as gateway:
+        yield gateway.url
+
+
+async def test_failing_to_sign_in_as_someone_does_not_lock_them_out(
+    gateway_behind_proxy: str,
+) -> None:
+    login = {"email": "victim@example.com", "password": "not their password"}
+    attacker, victim = {"X-Forwarded-For": "203.0.113.66"}, {"X-Forwarded-For": "198.51.100.7"}
+    async with aiohttp.ClientSession(gateway_behind_proxy) as http:
+        tries = [await call(http, "POST", f"{API}/auth/login", body=login, headers=attacker)]
+        tries += [await call(http, "POST", f"{API}/auth/login", body=login, headers=attacker)]
+        tries += [await call(http, "POST", f"{API}/auth/login", body=login, headers=attacker)]
+        theirs = await call(http, "POST", f"{API}/auth/login", body=login, headers=victim)
+
+    # identity is not reachable from this gateway: past the meter means 503
+    assert [t.status for t in tries] == [503, 503, 429]
+    assert theirs.status == 503
