@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,9 @@ class IdentitySettings(DatabaseSettings, MessagingSettings):
     max_waiting_hashes: int = Field(default=16, ge=0)
     # CPU priority of the hashing threads (0 = as requests, 19 = only when nothing else runs).
     hashing_nice: int = Field(default=10, ge=0, le=19)
+    # How often the signing keys are read again, so that a rotation made by another replica
+    # (they share the database) is signed with and published here too.
+    key_reload_s: float = Field(default=30.0, gt=0)
     # OWASP's second configuration (19 MiB, 2 iterations): ~50 ms a hash on a slow core.
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_cost_kib: int = Field(default=19_456, ge=1)
@@ -128,7 +133,11 @@ def build_app(settings: IdentitySettings, *, tracer_provider: Any = None) -> Fas
         metrics=metrics,
         lifespan=lifespan(
             on_start=[identity.load_signing_keys, seed_admin, passwords.prepare],
-            serving=[lambda: connected(broker, SUBSCRIPTIONS), outbox.running],
+            serving=[
+                lambda: connected(broker, SUBSCRIPTIONS),
+                outbox.running,
+                lambda: _reloading_keys(identity, settings.key_reload_s),
+            ],
             on_stop=[db.dispose, _closing(hashing)],
         ),
         readiness={"database": db.ping},
@@ -138,6 +147,27 @@ def build_app(settings: IdentitySettings, *, tracer_provider: Any = None) -> Fas
     api.include(app, identity)
     include_outbox_admin(app, outbox)
     return app
+
+
+@asynccontextmanager
+async def _reloading_keys(identity: IdentityService, every_s: float) -> AsyncIterator[None]:
+    """Re-read the signing keys every `every_s` while serving."""
+
+    async def reload() -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await identity.reload_signing_keys()
+            except Exception as exc:  # the database is away: keep the keys we have
+                log.warning("signing_keys_reload_failed", error=f"{type(exc).__name__}: {exc}")
+
+    task = asyncio.create_task(reload())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
 
 
 def _closing(hashing: HashingBound) -> Callable[[], Awaitable[None]]:

@@ -171,6 +171,10 @@ class IdentityService:
         log.info("signing_key_rotated", kid=key.kid)
         return key.kid
 
+    async def reload_signing_keys(self) -> None:
+        """Read the keys again: another replica may have rotated them."""
+        await self._reload_keys()
+
     async def _reload_keys(self) -> None:
         keys: list[StoredKey] = await self._keys.all()
         self._ring.load(keys)
