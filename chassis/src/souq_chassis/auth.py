@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -101,12 +102,19 @@ class TokenVerifier:
         self._loaded_at = -float("inf")  # ... and of the last successful one
         self._last_fetch_failed = False
         self._lock = asyncio.Lock()
+        self._renewal: asyncio.Task[None] | None = None
         self.fetches = 0
 
     async def verify(self, token: str) -> Principal:
         """The token's principal, or InvalidToken saying why not."""
-        if time.monotonic() - self._loaded_at > self._max_age_s and self._loaded_at > 0:
-            await self._refresh_aged()
+        now = time.monotonic()
+        if (
+            now - self._loaded_at > self._max_age_s
+            and now - self._last_fetch >= self._min_refresh_s
+            and (self._renewal is None or self._renewal.done())
+        ):
+            # Renewed in the background: no request waits on identity for keys it has.
+            self._renewal = asyncio.create_task(self._refresh_aged())
         known = self._verified.get(token)
         if known is not None:
             if time.time() < known.expires_at + self._leeway_s:
@@ -155,6 +163,13 @@ class TokenVerifier:
             stale = time.monotonic() - self._loaded_at > self._max_age_s
             if stale and time.monotonic() - self._last_fetch >= self._min_refresh_s:
                 await self._fetch_keys(raise_on_failure=False)
+
+    async def close(self) -> None:
+        """Stop a renewal under way (at shutdown)."""
+        if self._renewal is not None and not self._renewal.done():
+            self._renewal.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._renewal
 
     async def _refreshed_key(self, kid: str) -> Any:
         async with self._lock:

@@ -72,7 +72,7 @@ def build_app(settings: CartSettings, *, tracer_provider: Any = None) -> FastAPI
         lifespan=lifespan(
             on_start=[catalog.start, identity.start],
             serving=[lambda: connected(broker, SUBSCRIPTIONS), consumer.running],
-            on_stop=[db.dispose, catalog.close, identity.close],
+            on_stop=[db.dispose, catalog.close, identity.close, verifier.close],
         ),
         readiness={"database": db.ping},
         max_body_bytes=settings.max_body_bytes,

@@ -95,7 +95,7 @@ def build_app(settings: CatalogSettings, *, tracer_provider: Any = None) -> Fast
                 outbox.running,
                 lambda: grpc_server.running(settings.shutdown_grace_s),
             ],
-            on_stop=[db.dispose, identity.close],
+            on_stop=[db.dispose, identity.close, verifier.close],
         ),
         readiness={"database": db.ping},
         max_body_bytes=settings.max_body_bytes,

@@ -93,7 +93,7 @@ def build_app(settings: GatewaySettings, *, tracer_provider: Any = None) -> Fast
         metrics=metrics,
         lifespan=lifespan(
             on_start=[*(u.start for u in http_upstreams), inventory_grpc.start],
-            on_stop=[*(u.close for u in http_upstreams), inventory_grpc.close],
+            on_stop=[*(u.close for u in http_upstreams), inventory_grpc.close, verifier.close],
         ),
         readiness={"catalog": catalog_http.ping},
         max_body_bytes=settings.max_body_bytes,

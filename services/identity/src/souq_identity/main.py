@@ -138,7 +138,7 @@ def build_app(settings: IdentitySettings, *, tracer_provider: Any = None) -> Fas
                 outbox.running,
                 lambda: _reloading_keys(identity, settings.key_reload_s),
             ],
-            on_stop=[db.dispose, _closing(hashing)],
+            on_stop=[db.dispose, _closing(hashing), verifier.close],
         ),
         readiness={"database": db.ping},
         max_body_bytes=settings.max_body_bytes,

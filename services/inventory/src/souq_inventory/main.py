@@ -79,7 +79,7 @@ def build_app(settings: InventorySettings, *, tracer_provider: Any = None) -> Fa
                 consumer.running,
                 lambda: grpc_server.running(settings.shutdown_grace_s),
             ],
-            on_stop=[db.dispose, identity.close],
+            on_stop=[db.dispose, identity.close, verifier.close],
         ),
         readiness={"database": db.ping},
         max_body_bytes=settings.max_body_bytes,
