@@ -306,6 +306,12 @@ def main() -> None:
         "--part", choices=["all", "tokens", "cart", "sign-in"], default="all", help="Only one part."
     )
     parser.add_argument(
+        "--trace-sample-ratio",
+        type=float,
+        default=None,
+        help="Head sampling of traces in every service (default: theirs, 1.0).",
+    )
+    parser.add_argument(
         "--no-hashing-bounds",
         action="store_true",
         help="For comparison: hash on every core at normal priority, queue without bound.",
@@ -314,9 +320,11 @@ def main() -> None:
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
-        services = start_system(
-            Path(tmp), stack, NO_HASHING_BOUNDS if args.no_hashing_bounds else None
-        )
+        extra = dict(NO_HASHING_BOUNDS) if args.no_hashing_bounds else {}
+        if args.trace_sample_ratio is not None:
+            for prefix in ("CATALOG", "INVENTORY", "IDENTITY", "CART", "GATEWAY"):
+                extra[f"{prefix}_TRACE_SAMPLE_RATIO"] = str(args.trace_sample_ratio)
+        services = start_system(Path(tmp), stack, extra)
         api = services["gateway"].url + "/api/v1"
         password = "a long bench password"
         assert (
