@@ -18,9 +18,6 @@ from souq_chassis.testing import ServiceProcess, TokenIssuer, free_port
 
 # No trace export from the processes under test, whatever the shell says.
 QUIET = {"OTEL_EXPORTER_OTLP_ENDPOINT": ""}
-# Every process verifies access tokens against the session's TokenIssuer (its JWKS over HTTP).
-_ISSUER = TokenIssuer().__enter__()
-AUTH = {"SOUQ_JWKS_URL": _ISSUER.jwks_url}
 
 GatewayFactory = Callable[..., ServiceProcess]
 MetricReader = Callable[..., Awaitable[float]]
@@ -29,6 +26,7 @@ MetricReader = Callable[..., Awaitable[float]]
 def _gateway(
     catalog_url: str,
     inventory_target: str,
+    jwks_url: str,
     ready_path: str = "/readyz",
     **settings: object,
 ) -> ServiceProcess:
@@ -36,7 +34,7 @@ def _gateway(
     http_port = free_port()
     env = {
         **QUIET,
-        **AUTH,
+        "SOUQ_JWKS_URL": jwks_url,
         "GATEWAY_IDENTITY_URL": f"http://{_nothing_listens()}",
         "GATEWAY_CART_URL": f"http://{_nothing_listens()}",
         "GATEWAY_HTTP_PORT": str(http_port),
@@ -73,18 +71,26 @@ class _System:
 
 
 @pytest.fixture(scope="session")
-def _system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_System]:
+def issuer() -> Iterator[TokenIssuer]:
+    """Signs access tokens as identity would; every process of the session fetches its JWKS."""
+    with TokenIssuer() as issuer:
+        yield issuer
+
+
+@pytest.fixture(scope="session")
+def _system(tmp_path_factory: pytest.TempPathFactory, issuer: TokenIssuer) -> Iterator[_System]:
     """Catalog, inventory and a gateway in front of them: healthy, seeded with demo data.
 
     Booted side by side (each takes a second or two); the gateway is ready once catalog is.
     """
+    auth = {"SOUQ_JWKS_URL": issuer.jwks_url}
     catalog_port, inventory_port, inventory_grpc = free_port(), free_port(), free_port()
     catalog = ServiceProcess(
         "souq_catalog",
         catalog_port,
         {
             **QUIET,
-            **AUTH,
+            **auth,
             "CATALOG_HTTP_PORT": str(catalog_port),
             "CATALOG_GRPC_PORT": str(free_port()),
             "CATALOG_DATA_DIR": str(tmp_path_factory.mktemp("catalog")),
@@ -95,7 +101,7 @@ def _system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_System]:
         inventory_port,
         {
             **QUIET,
-            **AUTH,
+            **auth,
             "INVENTORY_HTTP_PORT": str(inventory_port),
             "INVENTORY_GRPC_PORT": str(inventory_grpc),
             "INVENTORY_DATA_DIR": str(tmp_path_factory.mktemp("inventory")),
@@ -106,6 +112,7 @@ def _system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_System]:
     gateway = _gateway(
         catalog.url,
         target,
+        issuer.jwks_url,
         inventory_timeout_s=2,
         catalog_timeout_s=5,
         inventory_url=inventory.url,
@@ -119,12 +126,6 @@ def _system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_System]:
             for started in [pool.submit(p.start) for p in processes]:
                 started.result()
         yield system
-
-
-@pytest.fixture(scope="session")
-def issuer() -> TokenIssuer:
-    """Signs access tokens as identity would, for every process of the session."""
-    return _ISSUER
 
 
 @pytest.fixture(scope="session")
@@ -149,11 +150,11 @@ def gateway(_system: _System) -> ServiceProcess:
 
 
 @pytest.fixture(scope="session")
-def new_gateway(catalog: ServiceProcess) -> GatewayFactory:
+def new_gateway(catalog: ServiceProcess, issuer: TokenIssuer) -> GatewayFactory:
     """`new_gateway(inventory_target, **settings)`: an unstarted gateway before the catalog."""
 
     def build(inventory_target: str, **settings: object) -> ServiceProcess:
-        return _gateway(catalog.url, inventory_target, **settings)
+        return _gateway(catalog.url, inventory_target, issuer.jwks_url, **settings)
 
     return build
 
@@ -166,11 +167,11 @@ def gateway_without_inventory(new_gateway: GatewayFactory) -> Iterator[ServicePr
 
 
 @pytest.fixture(scope="session")
-def gateway_without_catalog(_system: _System) -> Iterator[ServiceProcess]:
+def gateway_without_catalog(_system: _System, issuer: TokenIssuer) -> Iterator[ServiceProcess]:
     """A gateway whose catalog URL is a port where nothing listens (its inventory is real)."""
     url = f"http://{_nothing_listens()}"
     # Its /readyz rightly stays 503, so it counts as up once it is alive.
-    with _gateway(url, _system.inventory_target, "/healthz") as gateway:
+    with _gateway(url, _system.inventory_target, issuer.jwks_url, "/healthz") as gateway:
         yield gateway
 
 
