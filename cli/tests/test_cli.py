@@ -1,13 +1,20 @@
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 import typer
 from souq_cli.main import _parse_ports, app
 from souq_cli.services import APPLICATION, DEFAULT_PORTS, services
-from souq_cli.state import RunState, ServiceState
+from souq_cli.state import STATE_FILE, RunState, ServiceState
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -67,4 +74,117 @@ def test_up_refuses_a_port_that_is_taken(tmp_path: Path) -> None:
             app, ["up", "--data-dir", str(tmp_path), "--port", f"gateway={port}"]
         )
     assert result.exit_code == 1
+    assert f"gateway {port}" in result.output
+
+
+@pytest.fixture
+def strangers() -> Iterator[list[psutil.Process]]:
+    """Two processes of the test's own (not Souq's), killed at the end."""
+    started = [subprocess.Popen(["sleep", "60"]) for _ in range(2)]
+    try:
+        yield [psutil.Process(p.pid) for p in started]
+    finally:
+        for p in started:
+            p.kill()
+            p.wait()
+
+
+def _stale_state(data_dir: Path, supervisor: dict[str, Any], catalog: dict[str, Any]) -> None:
+    """A state file as a `souq up` that died (power cut, reboot) would have left it."""
+    state = {
+        "ports": dict(DEFAULT_PORTS),
+        "broker_url": "nats://127.0.0.1:14222",
+        **supervisor,
+        "services": {
+            "catalog": {
+                "url": "http://127.0.0.1:8081",
+                "state": "ready",
+                "restarts": 0,
+                "exit_code": None,
+                **catalog,
+            }
+        },
+    }
+    (data_dir / STATE_FILE).write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize("recorded", ["pid only (an older souq)", "another start and command"])
+def test_a_stale_state_file_makes_neither_down_nor_status_touch_a_stranger(
+    tmp_path: Path, strangers: list[psutil.Process], recorded: str
+) -> None:
+    # The pids the dead run recorded now belong to other processes (here: the test's own).
+    supervisor, service = strangers
+    if recorded.startswith("pid only"):
+        _stale_state(tmp_path, {"supervisor_pid": supervisor.pid}, {"pid": service.pid})
+    else:
+        earlier = supervisor.create_time() - 3600
+        _stale_state(
+            tmp_path,
+            {
+                "supervisor_pid": supervisor.pid,
+                "supervisor_create_time": earlier,
+                "supervisor_cmdline": [sys.executable, "/usr/bin/souq", "up"],
+            },
+            {
+                "pid": service.pid,
+                "create_time": earlier,
+                "cmdline": [sys.executable, "-m", "souq_catalog"],
+            },
+        )
+
+    status = runner.invoke(app, ["status", "--data-dir", str(tmp_path)])
+    assert status.exit_code == 3, status.output
+    assert "not running" in status.output and "ready" not in status.output
+
+    down = runner.invoke(app, ["down", "--data-dir", str(tmp_path)])
+    assert down.exit_code == 0, down.output
+    time.sleep(0.2)  # a signal, had one been sent, has landed by now
+    assert supervisor.status() != psutil.STATUS_ZOMBIE and service.status() != psutil.STATUS_ZOMBIE
+    assert f"pid {supervisor.pid}" in down.output and f"pid {service.pid}" in down.output
+    assert RunState.load(tmp_path) is None  # the stale state is gone
+
+
+def test_status_and_down_check_each_service_of_a_running_supervisor(
+    tmp_path: Path, strangers: list[psutil.Process]
+) -> None:
+    # The supervisor is what the state file says it is; catalog's pid is someone else's now.
+    supervisor, service = strangers
+    _stale_state(
+        tmp_path,
+        {
+            "supervisor_pid": supervisor.pid,
+            "supervisor_create_time": supervisor.create_time(),
+            "supervisor_cmdline": supervisor.cmdline(),
+        },
+        {
+            "pid": service.pid,
+            "create_time": service.create_time() - 3600,
+            "cmdline": [sys.executable, "-m", "souq_catalog"],
+        },
+    )
+    status = runner.invoke(app, ["status", "--data-dir", str(tmp_path)], env={"COLUMNS": "200"})
+    assert status.exit_code == 0, status.output
+    catalog = next(line for line in status.output.splitlines() if "catalog" in line)
+    assert "stale" in catalog and "ready" not in catalog
+
+    down = runner.invoke(app, ["down", "--data-dir", str(tmp_path), "--timeout", "10"])
+    assert down.exit_code == 0, down.output
+    assert "catalog" in down.output and f"pid {service.pid}" in down.output
+    assert not supervisor.is_running() or supervisor.status() == psutil.STATUS_ZOMBIE
+    assert service.is_running() and service.status() != psutil.STATUS_ZOMBIE
+
+
+def test_up_is_not_refused_by_a_stale_state_file(
+    tmp_path: Path, strangers: list[psutil.Process]
+) -> None:
+    supervisor, _ = strangers
+    _stale_state(tmp_path, {"supervisor_pid": supervisor.pid}, {})
+    with socket.socket() as taken:  # so that `up` stops at its port check, before starting
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = runner.invoke(
+            app, ["up", "--data-dir", str(tmp_path), "--port", f"gateway={port}"]
+        )
+    assert "already running" not in result.output
     assert f"gateway {port}" in result.output

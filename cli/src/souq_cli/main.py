@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
-import signal
 import socket
 import sys
-import time
 import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,12 +23,13 @@ from souq_chassis.messaging.broker import Broker, open_broker
 
 from souq_cli.services import DEFAULT_PORTS, broker_url, external_broker, services
 from souq_cli.state import RunState, alive
-from souq_cli.supervisor import Supervisor
+from souq_cli.supervisor import Failure, Supervisor
 
 app = typer.Typer(
     help="Run Souq locally: every service its own process, no Docker.", no_args_is_help=True
 )
 console = Console()
+errors = Console(stderr=True)
 T = TypeVar("T")
 
 DataDir = Annotated[
@@ -95,7 +95,7 @@ def up(
     data_dir = data_dir.resolve()
     ports = _parse_ports(port or [])
     previous = RunState.load(data_dir)
-    if previous and previous.supervisor_alive():
+    if previous and previous.supervisor() is not None:
         console.print(
             f"[red]Souq is already running from {data_dir} (pid {previous.supervisor_pid}).[/]"
         )
@@ -152,15 +152,43 @@ def up(
         uvloop.run(supervisor.run(announce))
     except ImportError:  # pragma: no cover - Windows
         asyncio.run(supervisor.run(announce))
+    if supervisor.failure is not None:
+        _report(supervisor.failure)
+        raise typer.Exit(1)
     console.print("[bold]Souq stopped.[/]")
+
+
+def _report(failure: Failure) -> None:
+    """Why `souq up` gave up: the service, and the last lines it printed."""
+    errors.print(
+        f"[bold red]Souq stopped: {failure.service} could not start[/] (it exited with status "
+        f"{failure.exit_code}, {failure.attempts} times in a row). Its last lines:",
+        soft_wrap=True,
+    )
+    for line in failure.last_lines or ["(nothing)"]:
+        errors.print(f"  {failure.service} | {line}", markup=False, highlight=False, soft_wrap=True)
+
+
+_RUNNING = {"starting", "ready"}
+
+
+def _stale_supervisor(state: RunState) -> str:
+    """A note when the state file's supervisor pid now belongs to another process."""
+    if alive(state.supervisor_pid):
+        return f" (pid {state.supervisor_pid} in its state file is another process now)"
+    return ""
 
 
 @app.command()
 def status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
-    """A table of the services: pid, port, state, restarts, memory."""
+    """A table of the services: pid, port, state, restarts, memory.
+
+    A pid whose process is no longer the one `souq up` started (same start time and command
+    line) shows as stale."""
     state = RunState.load(data_dir.resolve())
-    if state is None or not state.supervisor_alive():
-        console.print("Souq is not running.")
+    if state is None or state.supervisor() is None:
+        note = _stale_supervisor(state) if state is not None else ""
+        console.print(f"Souq is not running{note}.")
         raise typer.Exit(3)
     table = Table(title=f"Souq (supervisor pid {state.supervisor_pid})")
     for column in ("service", "pid", "port", "state", "restarts", "memory"):
@@ -168,12 +196,39 @@ def status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
             column, justify="right" if column in {"pid", "restarts", "memory"} else "left"
         )
     for name, svc in state.services.items():
-        memory = "-"
-        if alive(svc.pid):
-            memory = f"{psutil.Process(svc.pid).memory_info().rss / 2**20:.0f} MiB"
+        shown, memory = svc.state, "-"
+        process = svc.process()
+        if process is not None:
+            with contextlib.suppress(psutil.Error):
+                memory = f"{process.memory_info().rss / 2**20:.0f} MiB"
+        elif svc.state in _RUNNING:
+            shown = "stale (pid reused)" if alive(svc.pid) else "not running"
         port = svc.url.rsplit(":", 1)[-1]
-        table.add_row(name, str(svc.pid or "-"), port, svc.state, str(svc.restarts), memory)
+        table.add_row(name, str(svc.pid or "-"), port, shown, str(svc.restarts), memory)
     console.print(table)
+
+
+def _souqs_own(state: RunState) -> dict[str, psutil.Process]:
+    """The services' processes that are still the ones `souq up` started; says which are not."""
+    own: dict[str, psutil.Process] = {}
+    for name, svc in state.services.items():
+        process = svc.process()
+        if process is not None:
+            own[name] = process
+        elif alive(svc.pid):
+            console.print(
+                f"{name}: pid {svc.pid} is not the process Souq started any more; left alone."
+            )
+    return own
+
+
+def _stop(processes: list[psutil.Process], timeout: float) -> None:
+    """Wait up to `timeout` for them to end, then kill what is left (each still Souq's:
+    psutil refuses to signal a Process object whose pid has been reused)."""
+    _, left = psutil.wait_procs(processes, timeout=timeout)
+    for process in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
 
 
 @app.command()
@@ -181,20 +236,39 @@ def down(
     data_dir: DataDir = DEFAULT_DATA_DIR,
     timeout: Annotated[float, typer.Option(help="Seconds to wait before killing.")] = 20.0,
 ) -> None:
-    """Stop a running system (the `souq up` of this data directory) and all its services."""
-    state = RunState.load(data_dir.resolve())
-    if state is None or not state.supervisor_alive():
+    """Stop a running system (the `souq up` of this data directory) and all its services.
+
+    Only processes that are still the ones `souq up` started are signalled: after a power cut
+    or a reboot, the pids in a stale state file may belong to anyone."""
+    data_dir = data_dir.resolve()
+    state = RunState.load(data_dir)
+    if state is None:
         console.print("Souq is not running.")
         return
-    os.kill(state.supervisor_pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    pids = [state.supervisor_pid, *(s.pid for s in state.services.values() if s.pid)]
-    while any(alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for pid in pids:
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
-    console.print("Souq stopped.")
+    supervisor = state.supervisor()
+    services = _souqs_own(state)
+    if supervisor is not None:
+        # It stops its services itself, in order, each draining.
+        with contextlib.suppress(psutil.NoSuchProcess):
+            supervisor.terminate()
+        _stop([supervisor, *services.values()], timeout)
+        console.print("Souq stopped.")
+        return
+    if alive(state.supervisor_pid):
+        console.print(
+            f"supervisor: pid {state.supervisor_pid} is not the `souq up` that wrote the state "
+            "file any more; left alone."
+        )
+    for process in services.values():  # outlived a supervisor that was killed
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.terminate()
+    _stop(list(services.values()), timeout)
+    RunState.remove(data_dir)
+    console.print(
+        "Souq is not running; stopped what was left and removed the stale state file."
+        if services
+        else "Souq is not running; removed the stale state file."
+    )
 
 
 @app.command()

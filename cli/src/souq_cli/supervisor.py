@@ -1,8 +1,15 @@
 """Run every service as its own process: stream logs, wait for readiness, restart crashes.
 
 One asyncio task per service. A crash is restarted after a backoff that doubles (0.5 s up to
-10 s) and resets once the process has stayed up for a while. SIGINT/SIGTERM stop the gateway
-first (no new traffic), then the others, each with SIGTERM and a grace period before SIGKILL.
+10 s) and resets once the process has stayed up for a while. A service that cannot start at
+all is not retried for ever: after CRASH_LIMIT failed starts in a row (each an exit before it
+answered ready, or within FAILED_START_S of it), the whole system is stopped and `failure`
+says which service and what it printed last. SIGINT/SIGTERM stop the gateway first (no new
+traffic), then the others, each with SIGTERM and a grace period before SIGKILL.
+
+Signals go only to the children this process started and has not yet reaped: a pid cannot be
+reused before its parent waits for it, so these never reach a stranger. The state file records
+each child's start time and command line so that `status` and `down` can check the same.
 """
 
 from __future__ import annotations
@@ -13,19 +20,24 @@ import os
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import aiohttp
 
 from souq_cli.services import Ports, ServiceSpec, broker_url, services
-from souq_cli.state import RunState, ServiceState
+from souq_cli.state import RunState, ServiceState, identify
 
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 10.0
 STABLE_AFTER_S = 30.0
 STOP_GRACE_S = 10.0
+CRASH_LIMIT = 5  # failed starts in a row before `souq up` gives up
+FAILED_START_S = 10.0  # an exit this soon after answering ready is a failed start too
+TAIL_LINES = 20  # of each child's output, kept to show why it failed
 _COLORS = ("36", "35", "33", "32", "34", "31")
 
 
@@ -36,6 +48,16 @@ def _die_with_parent() -> None:
 
         pr_set_pdeathsig = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A service that could not start: `souq up` stopped everything because of it."""
+
+    service: str
+    exit_code: int
+    attempts: int
+    last_lines: list[str]
 
 
 class Supervisor:
@@ -56,17 +78,22 @@ class Supervisor:
         self.out = out
         self.color = out.isatty()
         self.state = RunState(os.getpid(), self.ports, broker_url=broker_url(self.ports))
+        self.state.supervisor_create_time, self.state.supervisor_cmdline = identify(os.getpid())
+        self.failure: Failure | None = None
         for spec in self.specs:
             self.state.services[spec.name] = ServiceState(url=spec.http_url(ports))
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._stopping = asyncio.Event()
         self._ready: dict[str, asyncio.Event] = {s.name: asyncio.Event() for s in self.specs}
+        self._ready_at: dict[str, float | None] = {s.name: None for s in self.specs}
+        self._tails: dict[str, deque[str]] = {s.name: deque(maxlen=TAIL_LINES) for s in self.specs}
         self._log_file: IO[str] | None = None
 
     # -- running ---------------------------------------------------------------------------
 
     async def run(self, on_ready: Callable[[float], None]) -> None:
-        """Run until SIGINT or SIGTERM; `on_ready(seconds)` once every service is ready."""
+        """Run until SIGINT or SIGTERM, or until a service cannot start (then `failure` says
+        which); `on_ready(seconds)` once every service is ready."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "logs").mkdir(exist_ok=True)
         self._log_file = (self.data_dir / "logs" / "souq.log").open("a", buffering=1)
@@ -96,6 +123,7 @@ class Supervisor:
 
     async def _keep_running(self, spec: ServiceSpec, http: aiohttp.ClientSession) -> None:
         backoff = BACKOFF_INITIAL_S
+        failed_starts = 0
         svc = self.state.services[spec.name]
         env = {
             **os.environ,
@@ -116,6 +144,9 @@ class Supervisor:
             )
             self._procs[spec.name] = proc
             svc.pid, svc.state, svc.exit_code = proc.pid, "starting", None
+            svc.create_time, svc.cmdline = identify(proc.pid)
+            self._ready_at[spec.name] = None
+            self._tails[spec.name].clear()
             self._save()
             pump = asyncio.create_task(self._pump_logs(spec.name, proc))
             probe = asyncio.create_task(self._probe_ready(spec, svc, http))
@@ -127,6 +158,14 @@ class Supervisor:
                 break
             if time.monotonic() - began > STABLE_AFTER_S:
                 backoff = BACKOFF_INITIAL_S
+            ready_at = self._ready_at[spec.name]
+            if ready_at is None or time.monotonic() - ready_at < FAILED_START_S:
+                failed_starts += 1
+            else:
+                failed_starts = 0
+            if failed_starts >= CRASH_LIMIT:
+                self._give_up(spec.name, code, failed_starts)
+                break
             svc.state = "restarting"
             self._say(spec.name, f"exited with status {code}; restarting in {backoff:.1f}s")
             self._save()
@@ -134,8 +173,20 @@ class Supervisor:
                 await asyncio.wait_for(self._stopping.wait(), backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
             svc.restarts += 1
-        svc.state = "stopped"
+        if svc.state != "failed":
+            svc.state = "stopped"
         self._save()
+
+    def _give_up(self, name: str, code: int, attempts: int) -> None:
+        """Stop the whole system: this service cannot start, and restarting will not help."""
+        self.state.services[name].state = "failed"
+        self.failure = Failure(name, code, attempts, list(self._tails[name]))
+        self._say(
+            name,
+            f"exited with status {code}: {attempts} failed starts in a row (each before it was "
+            f"ready or within {FAILED_START_S:.0f}s of it); giving up and stopping Souq",
+        )
+        self._stopping.set()
 
     async def _probe_ready(
         self, spec: ServiceSpec, svc: ServiceState, http: aiohttp.ClientSession
@@ -146,6 +197,7 @@ class Supervisor:
                 async with http.get(url) as response:
                     if response.status == 200:
                         svc.state = "ready"
+                        self._ready_at[spec.name] = time.monotonic()
                         self._save()
                         self._ready[spec.name].set()
                         return
@@ -154,7 +206,9 @@ class Supervisor:
     async def _pump_logs(self, name: str, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
         while line := await proc.stdout.readline():
-            self._say(name, line.decode(errors="replace").rstrip("\n"))
+            text = line.decode(errors="replace").rstrip("\n")
+            self._tails[name].append(text)
+            self._say(name, text)
 
     def _say(self, name: str, text: str) -> None:
         width = max(len(s.name) for s in self.specs)
