@@ -166,7 +166,13 @@ def _report(failure: Failure) -> None:
         soft_wrap=True,
     )
     for line in failure.last_lines or ["(nothing)"]:
-        errors.print(f"  {failure.service} | {line}", markup=False, highlight=False, soft_wrap=True)
+        errors.print(
+            f"  {failure.service} | {line}",
+            markup=False,
+            emoji=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 _RUNNING = {"starting", "ready"}
