@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
+from souq_chassis.private_files import write_private
 
 STATE_FILE = "souq-state.json"
 
@@ -30,10 +30,7 @@ class RunState:
     broker_url: str = ""
 
     def save(self, data_dir: Path) -> None:
-        path = data_dir / STATE_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        os.replace(tmp, path)
+        write_private(data_dir / STATE_FILE, json.dumps(asdict(self), indent=2).encode())
 
     @classmethod
     def load(cls, data_dir: Path) -> RunState | None:
