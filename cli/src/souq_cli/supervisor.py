@@ -146,6 +146,14 @@ class Supervisor:
     ) -> None:
         url = spec.http_url(self.ports) + spec.ready_path
         while True:
+            if spec.probe is not None:
+                if await spec.probe(self.ports, self.data_dir):
+                    svc.state = "ready"
+                    self._save()
+                    self._ready[spec.name].set()
+                    return
+                await asyncio.sleep(0.05)
+                continue
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                 async with http.get(url) as response:
                     if response.status == 200:
