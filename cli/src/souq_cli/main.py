@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import secrets
@@ -291,8 +292,8 @@ def events(
         try:
             with urllib.request.urlopen(request, timeout=2) as r:
                 outbox = json.loads(r.read())
-        except (OSError, ValueError):
-            continue  # no outbox there, or not running
+        except (OSError, ValueError, http.client.HTTPException):
+            continue  # no outbox there (NATS speaks no HTTP), or not running
         recent = Table(
             title=f"{name} outbox: {outbox['backlog']} unpublished "
             f"(oldest {outbox['oldest_age_s']}s)"
