@@ -196,7 +196,7 @@ def main() -> None:
             asyncio.run(produce(url, work, args.count, args.rate, args.seconds))
             return
         with EmbeddedNats(work / "nats") as nats:
-            print(f"broker: embedded NATS JetStream {nats.url}")
+            print(f"broker: embedded NATS JetStream {nats.address}")
             asyncio.run(produce(nats.url, work, args.count, args.rate, args.seconds))
 
 

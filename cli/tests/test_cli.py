@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
@@ -29,16 +30,21 @@ def test_port_overrides_replace_defaults_and_bad_ones_are_refused() -> None:
             _parse_ports([bad])
 
 
-def test_every_service_gets_its_own_ports_and_the_gateway_finds_its_upstreams() -> None:
+def test_every_service_gets_its_own_ports_and_the_gateway_finds_its_upstreams(
+    tmp_path: Path,
+) -> None:
     ports = _parse_ports([])
     assert len(set(ports.values())) == len(ports)
-    envs = {s.name: s.environment(ports, Path("/data")) for s in APPLICATION}
+    envs = {s.name: s.environment(ports, tmp_path) for s in APPLICATION}
     assert envs["catalog"]["CATALOG_HTTP_PORT"] == str(ports["catalog"])
     assert envs["inventory"]["INVENTORY_GRPC_PORT"] == str(ports["inventory-grpc"])
     assert envs["gateway"]["GATEWAY_CATALOG_URL"].endswith(f":{ports['catalog']}")
     assert envs["gateway"]["GATEWAY_INVENTORY_TARGET"].endswith(f":{ports['inventory-grpc']}")
-    assert envs["catalog"]["SOUQ_BROKER_URL"] == f"nats://127.0.0.1:{ports['nats']}"
-    assert envs["inventory"]["SOUQ_BROKER_URL"] == envs["catalog"]["SOUQ_BROKER_URL"]
+    # The embedded NATS, each service signed in as itself.
+    catalog, inventory = (urlsplit(envs[n]["SOUQ_BROKER_URL"]) for n in ("catalog", "inventory"))
+    assert (catalog.scheme, catalog.hostname, catalog.port) == ("nats", "127.0.0.1", ports["nats"])
+    assert (catalog.username, inventory.username) == ("catalog", "inventory")
+    assert catalog.password and inventory.password and catalog.password != inventory.password
 
 
 def test_one_variable_moves_every_service_to_another_broker_and_drops_the_embedded_one(

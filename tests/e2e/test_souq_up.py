@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -104,7 +106,12 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     with log.open("wb") as out:
         env = {k: v for k, v in os.environ.items() if k != "SOUQ_ADMIN_PASSWORD"}
         proc = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            umask=0o000,  # the worst a user may have: Souq's files must be private regardless
         )
     system = System(data_dir, ports, proc, log)
     try:
@@ -353,3 +360,47 @@ def test_the_system_serves_products_survives_an_inventory_crash_and_recovers(
     for name in ("catalog", "inventory", "gateway"):
         assert name in status_out.stdout
     assert "inventory" in system.output() and "restarting" in system.output()
+
+
+def nats_handshake(port: int, credentials: dict[str, str]) -> str:
+    """The embedded NATS's answer to CONNECT (these credentials) and PING, in its protocol."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"INFO ")
+        connect = {"verbose": False, "pedantic": False, "protocol": 1, **credentials}
+        sock.sendall(b"CONNECT " + orjson.dumps(connect) + b"\r\nPING\r\n")
+        return reader.readline().decode().strip()
+
+
+def test_the_data_is_private_and_the_broker_admits_only_souqs_own(system: System) -> None:
+    # Every directory and file souq up and its services made (databases and their journals,
+    # logs, state, the broker's store, config and credentials): nobody else's to read,
+    # although souq up ran with umask 000. (Root reads anything: the test checks the modes.)
+    opened = [
+        f"{path.relative_to(system.data_dir)} {stat.S_IMODE(path.lstat().st_mode):04o}"
+        for path in [system.data_dir, *system.data_dir.rglob("*")]
+        if stat.S_IMODE(path.lstat().st_mode) & 0o077
+    ]
+    assert opened == []
+    names = {p.name for p in system.data_dir.rglob("*")}
+    assert {"identity.db", "identity.db-wal", "souq.log", "nats-users.json", "jetstream"} <= names
+
+    # A local process without the data directory's credentials cannot use the broker.
+    port = system.ports["nats"]
+    assert "Authorization Violation" in nats_handshake(port, {})
+    assert "Authorization Violation" in nats_handshake(port, {"user": "catalog", "pass": "x"})
+    passwords = orjson.loads((system.data_dir / "nats-users.json").read_bytes())
+    assert nats_handshake(port, {"user": "catalog", "pass": passwords["catalog"]}) == "PONG"
+    # No monitoring port is left open to anyone: NATS listens on its client port alone.
+    nats_pid = system.state().services["nats"].pid
+    assert nats_pid
+    listening = {
+        c.laddr.port
+        for c in psutil.Process(nats_pid).net_connections("inet")
+        if c.status == psutil.CONN_LISTEN
+    }
+    assert listening == {port}
+
+    # The broker's passwords are in no log and not in what souq up printed.
+    logs = (system.data_dir / "logs" / "souq.log").read_text() + system.output()
+    assert not [user for user, password in passwords.items() if password in logs]

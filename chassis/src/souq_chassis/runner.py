@@ -56,8 +56,10 @@ def serve(
     """A service's whole `main()`: logs, tracing, migrations, app, then serve until signalled."""
     from souq_chassis.db import apply_migrations
     from souq_chassis.logs import configure_logging
+    from souq_chassis.private_files import restrict_umask
     from souq_chassis.tracing import configure_tracing
 
+    restrict_umask()  # before anything makes a file: databases and keys are private
     configure_logging(service, settings.version, settings.log_level)
     provider = configure_tracing(service, settings.version, settings.trace_sample_ratio)
     if database_url and migrations:

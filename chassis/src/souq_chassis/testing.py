@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -191,29 +192,49 @@ def reachable(host: str, port: int, timeout_s: float = 0.5) -> bool:
 
 
 class EmbeddedNats:
-    """A real nats-server with JetStream on free ports and its own store; can stop and start."""
+    """A real nats-server with JetStream on a free port and its own store, as `souq up` runs
+    it: clients must sign in (`url` carries an administrator's credentials, `address` none);
+    `users` adds users with permissions. Can stop and start again (same store, same users)."""
 
-    def __init__(self, store_dir: Path) -> None:
-        self.port, self.monitor_port = free_port(), free_port()
+    def __init__(
+        self, store_dir: Path, users: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> None:
+        from souq_chassis.messaging.embedded import with_user
+
+        self.port = free_port()
         self.store_dir = store_dir
-        self.url = f"nats://127.0.0.1:{self.port}"
+        self.permissions = dict(users or {})
+        self.passwords = {name: os.urandom(16).hex() for name in ["admin", *self.permissions]}
+        self.address = f"nats://127.0.0.1:{self.port}"
+        self.url = with_user(self.address, "admin", self.passwords["admin"])
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout_s: float = 10.0) -> EmbeddedNats:
-        from souq_chassis.messaging.embedded import nats_server_command
+    def url_of(self, user: str) -> str:
+        from souq_chassis.messaging.embedded import with_user
 
-        command = nats_server_command(self.port, self.monitor_port, self.store_dir)
-        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        health = f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"
+        return with_user(self.address, user, self.passwords[user])
+
+    def start(self, timeout_s: float = 10.0) -> EmbeddedNats:
+        from souq_chassis.messaging.embedded import (
+            nats_ready,
+            nats_server_command,
+            write_nats_config,
+        )
+
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        config = self.store_dir / "nats.conf"
+        write_nats_config(config, self.port, self.store_dir, self.passwords, self.permissions)
+        self.proc = subprocess.Popen(
+            nats_server_command(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(health, timeout=1) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError("nats-server did not become healthy")
+            # In a thread of its own: start() may be called from inside an event loop.
+            with ThreadPoolExecutor(1) as pool:
+                if pool.submit(asyncio.run, nats_ready(self.url)).result():
+                    return self
+            time.sleep(0.05)
+        raise TimeoutError("nats-server did not become ready")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

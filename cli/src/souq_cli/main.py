@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import os
 import secrets
@@ -20,7 +21,9 @@ from rich.console import Console
 from rich.table import Table
 from souq.events.topology import SUBSCRIPTIONS
 from souq_chassis.messaging.broker import Broker, open_broker
+from souq_chassis.messaging.nats_broker import without_credentials
 
+from souq_cli import broker_users
 from souq_cli.services import DEFAULT_PORTS, broker_url, external_broker, services
 from souq_cli.state import RunState, alive
 from souq_cli.supervisor import Failure, Supervisor
@@ -301,8 +304,10 @@ app.add_typer(dlq, name="dlq")
 
 
 def _broker_of(data_dir: Path) -> str:
+    """The broker of this data directory's run; the embedded NATS signed in as administrator."""
     state = RunState.load(data_dir.resolve())
-    return (state.broker_url if state else "") or broker_url(DEFAULT_PORTS)
+    url = (state.broker_url if state else "") or broker_url(DEFAULT_PORTS)
+    return broker_users.as_admin(url, data_dir.resolve())
 
 
 async def _with_broker(url: str, work: Callable[[Broker], Awaitable[T]]) -> T:
@@ -310,7 +315,7 @@ async def _with_broker(url: str, work: Callable[[Broker], Awaitable[T]]) -> T:
     try:
         await asyncio.wait_for(broker.connect(), 5)
     except TimeoutError:
-        console.print(f"[red]The broker at {url} does not answer.[/]")
+        console.print(f"[red]The broker at {without_credentials(url)} does not answer.[/]")
         raise typer.Exit(1) from None
     try:
         return await work(broker)
@@ -345,7 +350,7 @@ def events(
     outbox backlog and recent messages."""
     url = _broker_of(data_dir)
     destinations = asyncio.run(_with_broker(url, lambda b: b.destinations(list(SUBSCRIPTIONS))))
-    table = Table(title=f"Broker {url}")
+    table = Table(title=f"Broker {without_credentials(url)}")
     for column in ("stream / queue", "messages", "what"):
         table.add_column(column, justify="right" if column == "messages" else "left")
     for d in destinations:
@@ -367,8 +372,8 @@ def events(
         try:
             with urllib.request.urlopen(request, timeout=2) as r:
                 outbox = json.loads(r.read())
-        except (OSError, ValueError):
-            continue  # no outbox there, or not running
+        except (OSError, ValueError, http.client.HTTPException):
+            continue  # no outbox there (NATS speaks no HTTP), or not running
         recent = Table(
             title=f"{name} outbox: {outbox['backlog']} unpublished "
             f"(oldest {outbox['oldest_age_s']}s)"
@@ -391,7 +396,7 @@ def dlq_list(
     if not letters:
         console.print("No dead letters.")
         return
-    table = Table(title=f"Dead letters on {url}")
+    table = Table(title=f"Dead letters on {without_credentials(url)}")
     for column in ("id", "type", "consumer", "attempts", "error"):
         table.add_column(column, overflow="fold")
     for d in letters:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from souq_chassis.messaging.embedded import nats_server_command
+from souq_chassis.messaging.embedded import nats_ready, nats_server_command
+
+from souq_cli import broker_users
 
 # Named ports and their defaults. HTTP ports also serve /healthz, /readyz and /metrics.
 DEFAULT_PORTS: dict[str, int] = {
@@ -22,8 +24,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "cart": 8084,
     "catalog-grpc": 50061,
     "inventory-grpc": 50062,
-    "nats": 14222,  # not 4222: a machine may run its own NATS there
-    "nats-monitor": 18222,
+    "nats": 14222,  # not 4222: a machine may run its own NATS there (no monitoring port)
 }
 INFRASTRUCTURE, SERVICE, EDGE = 0, 1, 2  # started together; stopped edge first, then inward
 
@@ -39,6 +40,8 @@ class ServiceSpec:
     command: Callable[[Ports, Path], list[str]] | None = None
     ready_path: str = "/readyz"
     tier: int = SERVICE
+    # Readiness other than HTTP GET ready_path answering 200 (NATS has no HTTP port).
+    probe: Callable[[Ports, Path], Awaitable[bool]] | None = None
 
     def http_url(self, ports: Ports) -> str:
         return f"http://127.0.0.1:{ports[self.http_port]}"
@@ -76,7 +79,7 @@ def _service_env(
             f"{prefix}_HTTP_PORT": str(ports[name]),
             **grpc,
             f"{prefix}_DATA_DIR": str(data_dir),
-            "SOUQ_BROKER_URL": broker_url(ports),
+            "SOUQ_BROKER_URL": _service_broker_url(name, ports, data_dir),
             "SOUQ_JWKS_URL": jwks_url(ports),
             **{f"{prefix}_{key.upper()}": url(ports) for key, url in urls.items()},
         }
@@ -96,17 +99,29 @@ def _gateway_env(ports: Ports, _: Path) -> dict[str, str]:
     }
 
 
+def _service_broker_url(name: str, ports: Ports, data_dir: Path) -> str:
+    """The user's broker as given, or the embedded NATS signed in as the service."""
+    if external_broker():
+        return external_broker()
+    return broker_users.as_service(broker_url(ports), data_dir, name)
+
+
 def _nats(ports: Ports, data_dir: Path) -> list[str]:
-    return nats_server_command(ports["nats"], ports["nats-monitor"], data_dir / "nats")
+    users = [spec.name for spec in APPLICATION]
+    return nats_server_command(broker_users.server_config(ports["nats"], data_dir, users))
+
+
+async def _nats_ready(ports: Ports, data_dir: Path) -> bool:
+    return await nats_ready(broker_users.as_admin(broker_url(ports), data_dir))
 
 
 EMBEDDED_NATS = ServiceSpec(
     "nats",
-    "nats-monitor",
+    "nats",
     lambda ports, data_dir: {},
     command=_nats,
-    ready_path="/healthz?js-enabled-only=true",
     tier=INFRASTRUCTURE,
+    probe=_nats_ready,
 )
 
 APPLICATION: tuple[ServiceSpec, ...] = (

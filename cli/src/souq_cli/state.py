@@ -9,12 +9,12 @@ is a stranger that `status` does not call running and `down` never signals.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import psutil
+from souq_chassis.private_files import write_private
 
 STATE_FILE = "souq-state.json"
 _SAME_START_S = 0.05  # start times are in clock ticks (10 ms); this much apart is another process
@@ -45,10 +45,7 @@ class RunState:
     supervisor_cmdline: list[str] = field(default_factory=list)
 
     def save(self, data_dir: Path) -> None:
-        path = data_dir / STATE_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        os.replace(tmp, path)
+        write_private(data_dir / STATE_FILE, json.dumps(asdict(self), indent=2).encode())
 
     @classmethod
     def load(cls, data_dir: Path) -> RunState | None:

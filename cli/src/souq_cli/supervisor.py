@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO
 
 import aiohttp
+from souq_chassis.private_files import private_dir, private_tree, restrict_umask
 
 from souq_cli.services import Ports, ServiceSpec, broker_url, services
 from souq_cli.state import RunState, ServiceState, identify
@@ -94,8 +95,11 @@ class Supervisor:
     async def run(self, on_ready: Callable[[float], None]) -> None:
         """Run until SIGINT or SIGTERM, or until a service cannot start (then `failure` says
         which); `on_ready(seconds)` once every service is ready."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        (self.data_dir / "logs").mkdir(exist_ok=True)
+        # Private before anything is made: the services and NATS inherit the umask, and what
+        # an earlier run (or an older Souq) left readable to others is tightened.
+        restrict_umask()
+        private_tree(self.data_dir)
+        private_dir(self.data_dir / "logs")
         self._log_file = (self.data_dir / "logs" / "souq.log").open("a", buffering=1)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -193,6 +197,14 @@ class Supervisor:
     ) -> None:
         url = spec.http_url(self.ports) + spec.ready_path
         while True:
+            if spec.probe is not None:
+                if await spec.probe(self.ports, self.data_dir):
+                    svc.state = "ready"
+                    self._save()
+                    self._ready[spec.name].set()
+                    return
+                await asyncio.sleep(0.05)
+                continue
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                 async with http.get(url) as response:
                     if response.status == 200:

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import nats
 import structlog
@@ -30,9 +31,27 @@ DEDUP_WINDOW_S = 600.0
 log = structlog.get_logger("souq.broker")
 
 
+def _user_of(url: str) -> str:
+    return unquote(urlsplit(url).username or "")
+
+
+def without_credentials(url: str) -> str:
+    """The URL as it may be logged or shown: no user or password in it."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
+
+
+def inbox_prefix(user: str) -> str:
+    """Replies to a user come to inboxes of its own (`_INBOX_catalog.…`), so permissions can
+    keep other users from subscribing to them."""
+    return f"_INBOX_{user}" if user else "_INBOX"
+
+
 class NatsBroker:
     def __init__(self, url: str, client_name: str = "souq", namespace: str = "") -> None:
-        self.url = url
+        self._url = url  # may carry a user and password: never logged
+        self.url = without_credentials(url)
+        self._user = _user_of(url)
         self._name = client_name
         self._nc: Any = None
         self._js: Any = None
@@ -50,8 +69,9 @@ class NatsBroker:
     async def connect(self) -> None:
         self._nc = await with_backoff(
             lambda: nats.connect(
-                self.url,
+                self._url,
                 name=self._name,
+                inbox_prefix=inbox_prefix(self._user),
                 connect_timeout=2,
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
@@ -238,3 +258,41 @@ class NatsBroker:
             await self._js.delete_msg(self.dlq_stream, seq)
             return True
         return False
+
+
+def service_permissions(
+    user: str,
+    publishes: Sequence[str],
+    consumes: Sequence[str],
+    declares: Sequence[str],
+    namespace: str = "",
+) -> dict[str, Any]:
+    """nats-server permissions of a service's user: publish only message types under its
+    own prefixes (`publishes`, e.g. `catalog` for `catalog.*`), fetch, ack and dead-letter
+    only for its own consumers (`consumes`), declare the streams and the topology's consumers
+    (`declares`: every service declares them all); subscribe only to its own inboxes, so
+    neither the events nor other users' replies can be read but through its own consumers."""
+    names = NatsBroker("nats://", namespace=namespace)
+    api, stream = "$JS.API", names.stream
+    allow = [f"{names._events}.{prefix}.>" for prefix in publishes]
+    allow.append(f"{api}.INFO")
+    for name in (names.stream, names.dlq_stream):
+        allow += [f"{api}.STREAM.{verb}.{name}" for verb in ("CREATE", "UPDATE", "INFO")]
+    for consumer in declares:
+        allow += [
+            f"{api}.CONSUMER.CREATE.{stream}.{consumer}",
+            f"{api}.CONSUMER.CREATE.{stream}.{consumer}.>",
+            f"{api}.CONSUMER.DURABLE.CREATE.{stream}.{consumer}",
+            f"{api}.CONSUMER.DELETE.{stream}.{consumer}",
+            f"{api}.CONSUMER.INFO.{stream}.{consumer}",
+        ]
+    for consumer in consumes:
+        allow += [
+            f"{api}.CONSUMER.MSG.NEXT.{stream}.{consumer}",
+            f"$JS.ACK.{stream}.{consumer}.>",
+            f"{names._dead}.{consumer}",
+        ]
+    return {
+        "publish": {"allow": allow},
+        "subscribe": {"allow": [f"{inbox_prefix(user)}.>"]},
+    }

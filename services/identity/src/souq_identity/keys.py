@@ -11,12 +11,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     NoEncryption,
@@ -54,10 +58,63 @@ def thumbprint(jwk: Mapping[str, str]) -> str:
 
 
 def new_signing_key(now: datetime) -> StoredKey:
-    """A fresh Ed25519 key, as it is stored (PKCS8 PEM, unencrypted: the database is the vault)."""
+    """A fresh Ed25519 key as PKCS8 PEM (`KeyEncryption.seal` it before storing)."""
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
     return StoredKey(thumbprint(_public_jwk(key)), pem, now)
+
+
+class KeyEncryptionError(Exception):
+    """A stored signing key cannot be opened: a wrong key-encryption key, or none."""
+
+
+class KeyEncryption:
+    """Signing keys sealed at rest: AES-256-GCM under a key-encryption key (KEK) kept outside
+    the database, with the key id as associated data (a sealed key moved to another row does
+    not open). Without a KEK (local runs) keys are stored as PEM, as the database is private
+    to its user; a sealed key then refuses to open rather than pass unnoticed."""
+
+    MARK = b"souq-aes256gcm-v1:"  # never the start of a PEM
+
+    def __init__(self, key: bytes | None = None) -> None:
+        if key is not None and len(key) != 32:
+            raise ValueError("the key-encryption key must be 32 bytes")
+        self._aead = AESGCM(key) if key is not None else None
+
+    @property
+    def enabled(self) -> bool:
+        return self._aead is not None
+
+    @classmethod
+    def is_sealed(cls, stored: StoredKey) -> bool:
+        return stored.private_key_pem.startswith(cls.MARK)
+
+    def seal(self, stored: StoredKey) -> StoredKey:
+        """The key as it is to be stored: sealed if there is a KEK (and it is not already)."""
+        if self._aead is None or self.is_sealed(stored):
+            return stored
+        nonce = os.urandom(12)
+        sealed = self._aead.encrypt(nonce, stored.private_key_pem, stored.kid.encode())
+        return replace(stored, private_key_pem=self.MARK + nonce + sealed)
+
+    def open(self, stored: StoredKey) -> StoredKey:
+        """The key with its PEM, opened if it was sealed."""
+        if not self.is_sealed(stored):
+            return stored
+        if self._aead is None:
+            raise KeyEncryptionError(
+                f"signing key {stored.kid} is encrypted and no key-encryption key is set "
+                "(IDENTITY_KEY_ENCRYPTION_KEY or IDENTITY_KEY_ENCRYPTION_KEY_FILE)"
+            )
+        blob = stored.private_key_pem[len(self.MARK) :]
+        try:
+            pem = self._aead.decrypt(blob[:12], blob[12:], stored.kid.encode())
+        except InvalidTag:
+            raise KeyEncryptionError(
+                f"signing key {stored.kid} does not open with this key-encryption key "
+                "(IDENTITY_KEY_ENCRYPTION_KEY or _FILE): is it the one it was sealed with?"
+            ) from None
+        return replace(stored, private_key_pem=pem)
 
 
 class _Loaded:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -26,7 +27,7 @@ from souq_chassis.settings import DatabaseSettings, MessagingSettings
 
 from souq_identity import api
 from souq_identity.domain import IdentityError, check_password, normalize_email
-from souq_identity.keys import KeyRing
+from souq_identity.keys import KeyEncryption, KeyRing
 from souq_identity.passwords import Argon2Parameters, HashingBound, Passwords
 from souq_identity.repository import RefreshTokenRepository, SigningKeyRepository, UserRepository
 from souq_identity.service import IdentityService
@@ -61,6 +62,40 @@ class IdentitySettings(DatabaseSettings, MessagingSettings):
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_cost_kib: int = Field(default=19_456, ge=1)
     argon2_parallelism: int = Field(default=1, ge=1, le=16)
+    # The key that seals the signing keys in the database (32 random bytes, base64url), given
+    # as it is or in a file outside the data directory; required in production.
+    key_encryption_key: SecretStr = SecretStr("")
+    key_encryption_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _check_key_encryption(self) -> IdentitySettings:
+        if self.key_encryption_key_file is not None:
+            path = self.key_encryption_key_file.resolve()
+            if path.is_relative_to(self.data_dir.resolve()):
+                raise ValueError(
+                    "IDENTITY_KEY_ENCRYPTION_KEY_FILE must be outside the data directory "
+                    "(a copy of the data would carry the key that opens it)"
+                )
+        elif self.key_encryption_key.get_secret_value():
+            _decode_kek(self.key_encryption_key.get_secret_value(), "IDENTITY_KEY_ENCRYPTION_KEY")
+        elif self.environment == "production":
+            raise ValueError(
+                "in production identity seals its signing keys: set IDENTITY_KEY_ENCRYPTION_KEY "
+                "or IDENTITY_KEY_ENCRYPTION_KEY_FILE (32 random bytes, base64url)"
+            )
+        return self
+
+    def key_encryption(self) -> KeyEncryption:
+        """The sealer of the signing keys: with the configured key, or none (local runs)."""
+        if self.key_encryption_key_file is not None:
+            try:
+                text = self.key_encryption_key_file.read_text()
+            except OSError as exc:
+                raise ValueError(f"IDENTITY_KEY_ENCRYPTION_KEY_FILE: {exc.strerror}") from None
+            return KeyEncryption(_decode_kek(text, "IDENTITY_KEY_ENCRYPTION_KEY_FILE"))
+        if key := self.key_encryption_key.get_secret_value():
+            return KeyEncryption(_decode_kek(key, "IDENTITY_KEY_ENCRYPTION_KEY"))
+        return KeyEncryption()
 
     @model_validator(mode="after")
     def _enforce_owasp_minimum(self) -> IdentitySettings:
@@ -89,6 +124,20 @@ class IdentitySettings(DatabaseSettings, MessagingSettings):
         )
 
 
+def _decode_kek(text: str, name: str) -> bytes:
+    """32 bytes from base64url text, or a refusal that does not show the text."""
+    try:
+        key = base64.urlsafe_b64decode(text.strip() + "=" * (-len(text.strip()) % 4))
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ValueError(
+            f"{name} must be 32 random bytes, base64url-encoded, e.g. the output of python3 -c "
+            "'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())'"
+        )
+    return key
+
+
 def build_app(settings: IdentitySettings, *, tracer_provider: Any = None) -> FastAPI:
     metrics = Metrics()
     db = open_database(settings.resolved_database_url(SERVICE), tracer_provider=tracer_provider)
@@ -109,6 +158,7 @@ def build_app(settings: IdentitySettings, *, tracer_provider: Any = None) -> Fas
         outbox,
         access_token_ttl_s=settings.access_token_ttl_s,
         refresh_token_ttl_s=settings.refresh_token_ttl_s,
+        key_encryption=settings.key_encryption(),
     )
 
     # Identity checks its own tokens with the verifier every service uses, reading its own

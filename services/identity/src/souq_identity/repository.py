@@ -1,6 +1,7 @@
 """Identity tables and queries (SQLAlchemy Core): users, refresh tokens, signing keys.
 
-The database holds password hashes and refresh-token digests, never a password or a token.
+The database holds password hashes and refresh-token digests, never a password or a token;
+signing keys sealed under a key-encryption key when one is configured (`keys.KeyEncryption`).
 """
 
 from __future__ import annotations
@@ -128,6 +129,14 @@ _RETIRE_KEYS = (
     update(signing_keys)
     .where(signing_keys.c.retired_at.is_(None))
     .values(retired_at=bindparam("now"))
+)
+_SEAL_KEY = (
+    update(signing_keys)
+    .where(
+        signing_keys.c.kid == bindparam("target_kid"),
+        signing_keys.c.private_key_pem == bindparam("plain"),
+    )
+    .values(private_key_pem=bindparam("sealed"))
 )
 _DELETE_OLD_KEYS = delete(signing_keys).where(signing_keys.c.retired_at < bindparam("before"))
 
@@ -288,6 +297,18 @@ class SigningKeyRepository:
             await tx.execute(_RETIRE_KEYS, {"now": key.created_at})
             await tx.execute(_INSERT_KEY, _key_row(key))
             await tx.execute(_DELETE_OLD_KEYS, {"before": delete_retired_before})
+
+    async def replace_sealed(self, plain: StoredKey, sealed: StoredKey) -> bool:
+        """Store a key's sealed form in place of its PEM, unless it changed meanwhile (another
+        replica sealed it first); whether this call did."""
+        params = {
+            "target_kid": plain.kid,
+            "plain": plain.private_key_pem,
+            "sealed": sealed.private_key_pem,
+        }
+        async with self._db.transaction() as tx:
+            result = await tx.execute(_SEAL_KEY, params)
+            return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
     async def _all_in(self, tx: Transaction) -> Sequence[StoredKey]:
         return [_key(row) for row in await tx.all(_ALL_KEYS)]

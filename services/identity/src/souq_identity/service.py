@@ -31,7 +31,7 @@ from souq_identity.domain import (
     redeem,
     refresh_token_digest,
 )
-from souq_identity.keys import KeyRing, new_signing_key
+from souq_identity.keys import KeyEncryption, KeyRing, new_signing_key
 from souq_identity.passwords import Passwords
 from souq_identity.repository import RefreshTokenRepository, SigningKeyRepository, UserRepository
 
@@ -57,8 +57,10 @@ class IdentityService:
         access_token_ttl_s: int,
         refresh_token_ttl_s: int,
         clock: Clock = _utc_now,
+        key_encryption: KeyEncryption | None = None,
     ) -> None:
         self._db = db
+        self._sealer = key_encryption or KeyEncryption()
         self._users = users
         self._tokens = tokens
         self._keys = keys
@@ -157,16 +159,27 @@ class IdentityService:
         return self._ring.jwks()
 
     async def load_signing_keys(self) -> None:
-        """Load the keys into the ring, making the first one if there is none (first start)."""
-        if await self._keys.add_first(new_signing_key(self._clock())):
+        """Load the keys into the ring, making the first one if there is none (first start);
+        with a key-encryption key, seal the keys an earlier run stored in the clear. Raises
+        KeyEncryptionError if a key does not open: identity must not start then."""
+        if await self._keys.add_first(self._sealer.seal(new_signing_key(self._clock()))):
             log.info("signing_key_created")
-        await self._reload_keys()
+        keys = await self._keys.all()
+        opened = [self._sealer.open(key) for key in keys]  # refuses a wrong KEK first
+        if self._sealer.enabled:
+            for key in keys:
+                sealed = self._sealer.seal(key)
+                if sealed is not key and await self._keys.replace_sealed(key, sealed):
+                    log.info("signing_key_sealed", kid=key.kid)
+        self._ring.load(opened)
 
     async def rotate_signing_key(self) -> str:
         """Sign with a new key from now on; the old one stays published until its tokens have
         expired. Returns the new key's id."""
         key = new_signing_key(self._clock())
-        await self._keys.rotate(key, delete_retired_before=self._ring.expired_before())
+        await self._keys.rotate(
+            self._sealer.seal(key), delete_retired_before=self._ring.expired_before()
+        )
         await self._reload_keys()
         log.info("signing_key_rotated", kid=key.kid)
         return key.kid
@@ -177,7 +190,7 @@ class IdentityService:
 
     async def _reload_keys(self) -> None:
         keys: list[StoredKey] = await self._keys.all()
-        self._ring.load(keys)
+        self._ring.load([self._sealer.open(key) for key in keys])
 
     async def _issue(self, tx: Transaction, user: User, family_id: str, now: datetime) -> TokenPair:
         refresh_token = secrets.token_urlsafe(32)

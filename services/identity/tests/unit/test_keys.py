@@ -7,7 +7,15 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
-from souq_identity.keys import GRACE, KeyRing, NoSigningKey, new_signing_key, thumbprint
+from souq_identity.keys import (
+    GRACE,
+    KeyEncryption,
+    KeyEncryptionError,
+    KeyRing,
+    NoSigningKey,
+    new_signing_key,
+    thumbprint,
+)
 
 TTL_S = 300
 START = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -100,3 +108,19 @@ def test_listeners_hear_every_load() -> None:
 def test_the_thumbprint_matches_rfc_8037s_example() -> None:
     jwk = {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}
     assert thumbprint(jwk) == "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+
+
+def test_a_sealed_key_opens_only_with_its_key_encryption_key_and_under_its_own_id() -> None:
+    plain = new_signing_key(datetime(2026, 1, 1, tzinfo=UTC))
+    sealer = KeyEncryption(b"k" * 32)
+    sealed = sealer.seal(plain)
+    assert KeyEncryption.is_sealed(sealed) and b"PRIVATE KEY" not in sealed.private_key_pem
+    assert sealer.seal(sealed) is sealed  # sealed once
+    assert sealer.open(sealed) == plain
+    with pytest.raises(KeyEncryptionError, match="does not open"):
+        KeyEncryption(b"x" * 32).open(sealed)
+    with pytest.raises(KeyEncryptionError, match="does not open"):
+        sealer.open(replace(sealed, kid="another-key"))  # the key id is associated data
+    with pytest.raises(KeyEncryptionError, match="no key-encryption key"):
+        KeyEncryption().open(sealed)
+    assert KeyEncryption().seal(plain) is plain  # locally, without a KEK, stored as PEM

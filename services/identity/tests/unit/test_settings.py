@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from pydantic import ValidationError
 from souq_identity.main import IdentitySettings
@@ -17,6 +19,9 @@ ENV_NAMES = [
     "IDENTITY_ARGON2_TIME_COST",
     "IDENTITY_ARGON2_MEMORY_COST_KIB",
     "IDENTITY_ARGON2_PARALLELISM",
+    "IDENTITY_ENVIRONMENT",
+    "IDENTITY_KEY_ENCRYPTION_KEY",
+    "IDENTITY_KEY_ENCRYPTION_KEY_FILE",
 ]
 
 
@@ -88,3 +93,26 @@ def test_the_admin_password_never_shows_in_the_settings_repr(
     settings = IdentitySettings()
     assert "correct-horse" not in repr(settings) and "correct-horse" not in str(settings)
     assert settings.admin_password.get_secret_value() == "correct-horse-battery"
+
+
+def test_production_refuses_to_start_without_a_key_encryption_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("IDENTITY_ENVIRONMENT", "production")
+    with pytest.raises(ValidationError, match="IDENTITY_KEY_ENCRYPTION_KEY"):
+        IdentitySettings()
+    monkeypatch.setenv("IDENTITY_KEY_ENCRYPTION_KEY", base64.urlsafe_b64encode(b"k" * 32).decode())
+    assert IdentitySettings().key_encryption().enabled
+
+
+def test_a_malformed_key_encryption_key_is_refused_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("IDENTITY_KEY_ENCRYPTION_KEY", "too-short-a-secret")
+    with pytest.raises(ValidationError, match="32 random bytes") as caught:
+        IdentitySettings()
+    assert "too-short-a-secret" not in str(caught.value)
+
+
+def test_locally_without_a_key_encryption_key_keys_are_not_sealed() -> None:
+    assert not IdentitySettings().key_encryption().enabled

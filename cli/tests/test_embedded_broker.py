@@ -1,0 +1,175 @@
+"""The embedded NATS as `souq up` runs it: only its users get in, each service only to its own
+subjects; the passwords stay in the data directory, private, and are kept across runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import stat
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import nats
+import pytest
+from nats.errors import Error as NatsError
+from souq_chassis.messaging.broker import open_broker
+from souq_chassis.messaging.nats_broker import inbox_prefix
+from souq_chassis.private_files import private_dir
+from souq_chassis.testing import free_port
+from souq_cli import broker_users
+from souq_cli.services import APPLICATION, DEFAULT_PORTS, EMBEDDED_NATS, broker_url
+
+
+@dataclass
+class RunningNats:
+    ports: dict[str, int]
+    data_dir: Path
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def address(self) -> str:
+        return broker_url(self.ports)
+
+    def url_of(self, service: str) -> str:
+        env = next(s for s in APPLICATION if s.name == service).environment(
+            self.ports, self.data_dir
+        )
+        return env["SOUQ_BROKER_URL"]
+
+
+async def start(data_dir: Path, ports: dict[str, int]) -> RunningNats:
+    assert EMBEDDED_NATS.probe is not None
+    proc = subprocess.Popen(  # noqa: ASYNC220 - starts at once, nothing to wait for
+        EMBEDDED_NATS.argv(ports, data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 20
+    while not await EMBEDDED_NATS.probe(ports, data_dir):
+        assert proc.poll() is None, "nats-server exited"
+        assert time.monotonic() < deadline, "nats-server not ready in 20 s"
+        await asyncio.sleep(0.1)
+    return RunningNats(ports, data_dir, proc)
+
+
+def stop(server: RunningNats) -> None:
+    server.proc.terminate()
+    server.proc.wait(10)
+
+
+@pytest.fixture
+async def embedded(tmp_path: Path) -> AsyncIterator[RunningNats]:
+    """The NATS of `souq up` (same spec, same config), on a free port, with the streams."""
+    server = await start(private_dir(tmp_path / "data"), {**DEFAULT_PORTS, "nats": free_port()})
+    admin = open_broker(broker_users.as_admin(server.address, server.data_dir))
+    await asyncio.wait_for(admin.connect(), 10)
+    await admin.close()
+    try:
+        yield server
+    finally:
+        stop(server)
+
+
+async def _quiet(_: Exception) -> None:
+    pass
+
+
+async def connect(url: str, errors: list[str] | None = None) -> Any:
+    async def record(error: Exception) -> None:
+        if errors is not None:
+            errors.append(str(error))
+
+    user = urlsplit(url).username or ""
+    return await nats.connect(
+        url,
+        connect_timeout=2,
+        allow_reconnect=False,
+        max_reconnect_attempts=0,
+        error_cb=record,
+        inbox_prefix=inbox_prefix(user),  # as the chassis's broker does
+    )
+
+
+async def handshake(port: int, credentials: dict[str, str]) -> str:
+    """The server's answer to CONNECT (with these credentials) and PING, in NATS's protocol
+    itself: `PONG` when admitted, `-ERR 'Authorization Violation'` when not."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        info = await asyncio.wait_for(reader.readline(), 5)
+        assert info.startswith(b"INFO "), info
+        connect = {"verbose": False, "pedantic": False, "protocol": 1, **credentials}
+        writer.write(b"CONNECT " + json.dumps(connect).encode() + b"\r\nPING\r\n")
+        await writer.drain()
+        return (await asyncio.wait_for(reader.readline(), 5)).decode().strip()
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def test_a_client_without_credentials_is_refused(embedded: RunningNats) -> None:
+    port = embedded.ports["nats"]
+    assert "Authorization Violation" in await handshake(port, {})
+    guessed = {"user": "catalog", "pass": "guessed"}
+    assert "Authorization Violation" in await handshake(port, guessed)
+    catalog = urlsplit(embedded.url_of("catalog"))  # what souq up hands to catalog
+    assert catalog.username == "catalog" and catalog.password
+    password = unquote(catalog.password)
+    assert await handshake(port, {"user": "catalog", "pass": password}) == "PONG"
+
+
+async def test_a_service_publishes_only_its_own_events_and_reads_none_directly(
+    embedded: RunningNats,
+) -> None:
+    # The forgery of the issue: someone else's ProductPriceChanged, read every UserRegistered.
+    catalog_errors: list[str] = []
+    catalog = await connect(embedded.url_of("catalog"), catalog_errors)
+    identity = await connect(embedded.url_of("identity"))
+    try:
+        seen: list[Any] = []
+
+        async def record(message: Any) -> None:
+            seen.append(message)
+
+        snoop = await catalog.subscribe("souq.events.>", cb=record)
+        with pytest.raises((NatsError, asyncio.TimeoutError)):
+            await catalog.jetstream(timeout=1).publish(
+                "souq.events.identity.UserRegistered.v1", b"{}"
+            )
+        forged = identity.jetstream(timeout=1).publish(
+            "souq.events.catalog.ProductPriceChanged.v1", b"{}"
+        )
+        with pytest.raises((NatsError, asyncio.TimeoutError)):
+            await forged
+        ack = await identity.jetstream(timeout=5).publish(
+            "souq.events.identity.UserRegistered.v1", b"{}"
+        )
+        assert ack.stream == "SOUQ_EVENTS"
+        await asyncio.sleep(0.5)
+        assert seen == []
+        await snoop.unsubscribe()
+        assert any("permissions violation" in e.lower() for e in catalog_errors), catalog_errors
+    finally:
+        await catalog.close()
+        await identity.close()
+
+
+async def test_the_credentials_are_private_made_once_and_kept(tmp_path: Path) -> None:
+    data_dir = private_dir(tmp_path / "data")
+    ports = {**DEFAULT_PORTS, "nats": free_port()}
+    first = await start(data_dir, ports)
+    url = first.url_of("cart")
+    stop(first)
+    for name in (broker_users.CREDENTIALS_FILE, broker_users.CONFIG_FILE):
+        assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600, name
+    second = await start(data_dir, ports)
+    try:
+        assert second.url_of("cart") == url
+        nc = await connect(url)
+        await nc.close()
+    finally:
+        stop(second)
