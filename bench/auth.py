@@ -224,8 +224,8 @@ def gateway_dependencies(jwks_url: str, token: str, rounds: int = 20_000) -> tup
     """CPU µs per request of exactly what differs with a token: the gateway's own per-request
     dependencies (client meter; token parse, verification and user meter) on a request as
     Starlette builds it, without and with an Authorization header."""
+    from souq_chassis.ratelimit import RateLimiter
     from souq_gateway.api import Limits, limit_client, optional_caller
-    from souq_gateway.domain import RateLimiter
     from starlette.requests import Request
 
     with urllib.request.urlopen(jwks_url, timeout=5) as r:

@@ -8,7 +8,6 @@ here, locally, against identity's cached JWKS; the services behind verify them a
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,9 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from souq_chassis.auth import Principal, TokenVerifier, bearer_token, current_admin, current_user
 from souq_chassis.http_client import HttpReply
 from souq_chassis.problems import problem, request_id_of
+from souq_chassis.ratelimit import RateLimited, RateLimiter, rate_limited_problem
 from souq_chassis.resilience import UpstreamUnavailable
 
-from souq_gateway.domain import Availability, RateLimiter
+from souq_gateway.domain import Availability
 from souq_gateway.service import ProductNotFound, ProductView, Storefront
 from souq_gateway.upstreams import Money, ServiceProxy, UpstreamRejected
 
@@ -80,12 +80,6 @@ class Limits:
     per_user: RateLimiter  # signed-in requests, by user id
     sign_in_per_client: RateLimiter  # login and register, by client IP
     sign_in_per_account: RateLimiter  # login, by email and client IP
-
-
-class RateLimited(Exception):
-    def __init__(self, wait_s: float) -> None:
-        super().__init__(wait_s)
-        self.retry_after = max(1, math.ceil(wait_s))
 
 
 def _client_ip(request: Request) -> str:
@@ -372,16 +366,7 @@ def include_accounts(
     app.include_router(mine)
     app.include_router(admin)
 
-    async def rate_limited(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RateLimited)
-        return problem(
-            429,
-            f"Too many requests; try again in {exc.retry_after} s.",
-            request_id=request_id_of(request),
-            headers={"Retry-After": str(exc.retry_after)},
-        )
-
-    app.add_exception_handler(RateLimited, rate_limited)
+    app.add_exception_handler(RateLimited, rate_limited_problem)
 
 
 def include(app: FastAPI, storefront: Storefront) -> None:
