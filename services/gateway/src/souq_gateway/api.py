@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -146,10 +147,18 @@ async def relay(
     *,
     token: str | None = None,
     json: object = None,
+    forward_client: bool = False,
 ) -> Response:
-    """Forward to the service behind (with the request id) and answer as it answered."""
+    """Forward to the service behind (with the request id, and the client's address if asked)
+    and answer as it answered."""
     reply = await service.forward(
-        method, path, operation=operation, token=token, json=json, request_id=request_id_of(request)
+        method,
+        path,
+        operation=operation,
+        token=token,
+        json=json,
+        request_id=request_id_of(request),
+        client=_client_ip(request) if forward_client else None,
     )
     return passthrough(reply)
 
@@ -180,6 +189,13 @@ class LogoutBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     refresh_token: StrictStr | None = Field(default=None, min_length=1, max_length=256)
+
+
+class RegistrationAccepted(BaseModel):
+    """The same whether or not the email had an account (its owner is told)."""
+
+    status: str
+    detail: str
 
 
 class TokenPair(BaseModel):
@@ -252,16 +268,30 @@ def include_accounts(
         if not wait and account is not None:
             # Per account *and* client: guessing one account's password is slow from anywhere,
             # yet nobody can lock a user out by failing to sign in as them from elsewhere.
-            key = f"{account.strip().lower()} {_client_ip(request)}"
+            # The account as identity folds it (NFKC, lower case): one bucket per account,
+            # however it is spelled (full-width letters included).
+            account = unicodedata.normalize("NFKC", account).strip().lower()
+            key = f"{account} {_client_ip(request)}"
             wait = limits.sign_in_per_account.take(key, now)
         if wait:
             raise RateLimited(wait)
 
-    @auth.post("/register", status_code=201, response_model=User, summary="Sign up")
+    @auth.post(
+        "/register",
+        status_code=202,
+        response_model=RegistrationAccepted,
+        summary="Sign up (the same answer whether or not the email has an account)",
+    )
     async def register(body: Credentials, request: Request) -> Response:
         sign_in_attempt(request)
         return await relay(
-            identity, request, "POST", "/v1/register", "Register", json=body.model_dump()
+            identity,
+            request,
+            "POST",
+            "/v1/register",
+            "Register",
+            json=body.model_dump(),
+            forward_client=True,
         )
 
     @auth.post("/login", response_model=TokenPair, summary="Sign in")
@@ -271,7 +301,13 @@ def include_accounts(
             raise RateLimited(1.0)
         async with signing_in:
             return await relay(
-                identity, request, "POST", "/v1/login", "Login", json=body.model_dump()
+                identity,
+                request,
+                "POST",
+                "/v1/login",
+                "Login",
+                json=body.model_dump(),
+                forward_client=True,
             )
 
     @auth.post("/refresh", response_model=TokenPair, summary="Trade a refresh token for new ones")
