@@ -100,18 +100,29 @@ class IdentityService:
         cost a password hash and one transaction, and answer alike."""
         email, password = normalize_email(email), check_password(password)
         self._limits.admit(email, client, self._monotonic())
-        try:
-            await self._create(email, password, (CUSTOMER,))
-        except EmailTaken:
-            await self._registration_attempted(email)
+        password_hash = await self._passwords.hash(password)  # spent whatever the email
+        for _ in range(2):  # again if a sign-up of the same new email commits in between
+            try:
+                await self._add_or_notify(email, password_hash)
+                return
+            except EmailTaken:
+                continue
 
-    async def _registration_attempted(self, email: str) -> None:
+    async def _add_or_notify(self, email: str, password_hash: str) -> None:
+        """In one transaction either way, so that neither answer takes longer: a new customer,
+        or an event for the owner of the email."""
         async with self._db.transaction() as tx:
             owner = await self._users.id_of_email(tx, email)
-            if owner is None:  # the account was deleted meanwhile: nobody to tell
-                return
-            await self._outbox.add(tx, RegistrationAttempted(user_id=owner, email=email))
-        log.info("registration_attempted_on_existing_account", user_id=owner)
+            if owner is None:
+                user = User(str(uuid.uuid4()), email, (CUSTOMER,), self._clock())
+                await self._users.add(tx, user, password_hash)
+                await self._outbox.add(tx, UserRegistered(user_id=user.id, email=user.email))
+            else:
+                await self._outbox.add(tx, RegistrationAttempted(user_id=owner, email=email))
+        if owner is None:
+            log.info("user_registered", user_id=user.id, roles=[CUSTOMER])
+        else:
+            log.info("registration_attempted_on_existing_account", user_id=owner)
 
     async def seed_admin(self, email: str, password: str) -> bool:
         """Create the configured administrator unless a user has that email; whether created."""
