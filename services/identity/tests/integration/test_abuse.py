@@ -239,3 +239,23 @@ async def test_300_refreshes_keep_a_few_rows_and_a_recently_used_token_still_bur
     assert_problem(await post(http, "/v1/refresh", {"refresh_token": issued[-5]}), 401)
     assert_problem(await post(http, "/v1/refresh", {"refresh_token": issued[-1]}), 401)
     assert refresh_rows(identity, user["id"]) == 1  # only signed_up's session is left
+
+
+async def test_expired_refresh_tokens_are_deleted_while_live_ones_stay(
+    http: aiohttp.ClientSession, identity: ServiceProcess
+) -> None:
+    email, password, user = await signed_up(http)
+    live = (await login(http, email, password)).json()["refresh_token"]
+    assert refresh_rows(identity, user["id"]) == 2
+    with sqlite3.connect(identity.data_dir / "identity.db") as db:  # one session ages 14 days
+        db.execute(
+            "UPDATE refresh_tokens SET expires_at = '2000-01-01 00:00:00.000000' "
+            "WHERE id = (SELECT min(id) FROM refresh_tokens WHERE user_id = ?)",
+            (user["id"],),
+        )
+
+    deadline = asyncio.get_running_loop().time() + 15
+    while refresh_rows(identity, user["id"]) > 1:
+        assert asyncio.get_running_loop().time() < deadline, "the expired token was kept"
+        await asyncio.sleep(0.1)
+    assert (await post(http, "/v1/refresh", {"refresh_token": live})).status == 200
