@@ -7,12 +7,13 @@ of a published version. A breaking change is a new version (a new class, `VERSIO
 
 from souq.events.base import Message, message_types
 from souq.events.catalog import ProductCreated, ProductPriceChanged
-from souq.events.identity import UserRegistered
+from souq.events.identity import RegistrationAttempted, UserRegistered
 
 __all__ = [
     "Message",
     "ProductCreated",
     "ProductPriceChanged",
+    "RegistrationAttempted",
     "UserRegistered",
     "message_types",
 ]

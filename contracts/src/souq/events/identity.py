@@ -15,3 +15,15 @@ class UserRegistered(Message):
 
     user_id: str
     email: str
+
+
+class RegistrationAttempted(Message):
+    """Someone tried to sign up with the email of an existing account. Sign-up answers alike
+    whether or not an email is registered, so the account's owner is told instead (a
+    notifications service sends it). Carries no credential of any kind."""
+
+    TYPE: ClassVar[str] = "identity.RegistrationAttempted"
+    VERSION: ClassVar[int] = 1
+
+    user_id: str
+    email: str

@@ -8,8 +8,8 @@ here, locally, against identity's cached JWKS; the services behind verify them a
 from __future__ import annotations
 
 import asyncio
-import math
 import time
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -19,9 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from souq_chassis.auth import Principal, TokenVerifier, bearer_token, current_admin, current_user
 from souq_chassis.http_client import HttpReply
 from souq_chassis.problems import problem, request_id_of
+from souq_chassis.ratelimit import RateLimited, RateLimiter, rate_limited_problem
 from souq_chassis.resilience import UpstreamUnavailable
 
-from souq_gateway.domain import Availability, RateLimiter
+from souq_gateway.domain import Availability
 from souq_gateway.service import ProductNotFound, ProductView, Storefront
 from souq_gateway.upstreams import Money, ServiceProxy, UpstreamRejected
 
@@ -80,12 +81,6 @@ class Limits:
     per_user: RateLimiter  # signed-in requests, by user id
     sign_in_per_client: RateLimiter  # login and register, by client IP
     sign_in_per_account: RateLimiter  # login, by email and client IP
-
-
-class RateLimited(Exception):
-    def __init__(self, wait_s: float) -> None:
-        super().__init__(wait_s)
-        self.retry_after = max(1, math.ceil(wait_s))
 
 
 def _client_ip(request: Request) -> str:
@@ -152,10 +147,18 @@ async def relay(
     *,
     token: str | None = None,
     json: object = None,
+    forward_client: bool = False,
 ) -> Response:
-    """Forward to the service behind (with the request id) and answer as it answered."""
+    """Forward to the service behind (with the request id, and the client's address if asked)
+    and answer as it answered."""
     reply = await service.forward(
-        method, path, operation=operation, token=token, json=json, request_id=request_id_of(request)
+        method,
+        path,
+        operation=operation,
+        token=token,
+        json=json,
+        request_id=request_id_of(request),
+        client=_client_ip(request) if forward_client else None,
     )
     return passthrough(reply)
 
@@ -186,6 +189,13 @@ class LogoutBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     refresh_token: StrictStr | None = Field(default=None, min_length=1, max_length=256)
+
+
+class RegistrationAccepted(BaseModel):
+    """The same whether or not the email had an account (its owner is told)."""
+
+    status: str
+    detail: str
 
 
 class TokenPair(BaseModel):
@@ -258,16 +268,30 @@ def include_accounts(
         if not wait and account is not None:
             # Per account *and* client: guessing one account's password is slow from anywhere,
             # yet nobody can lock a user out by failing to sign in as them from elsewhere.
-            key = f"{account.strip().lower()} {_client_ip(request)}"
+            # The account as identity folds it (NFKC, lower case): one bucket per account,
+            # however it is spelled (full-width letters included).
+            account = unicodedata.normalize("NFKC", account).strip().lower()
+            key = f"{account} {_client_ip(request)}"
             wait = limits.sign_in_per_account.take(key, now)
         if wait:
             raise RateLimited(wait)
 
-    @auth.post("/register", status_code=201, response_model=User, summary="Sign up")
+    @auth.post(
+        "/register",
+        status_code=202,
+        response_model=RegistrationAccepted,
+        summary="Sign up (the same answer whether or not the email has an account)",
+    )
     async def register(body: Credentials, request: Request) -> Response:
         sign_in_attempt(request)
         return await relay(
-            identity, request, "POST", "/v1/register", "Register", json=body.model_dump()
+            identity,
+            request,
+            "POST",
+            "/v1/register",
+            "Register",
+            json=body.model_dump(),
+            forward_client=True,
         )
 
     @auth.post("/login", response_model=TokenPair, summary="Sign in")
@@ -277,7 +301,13 @@ def include_accounts(
             raise RateLimited(1.0)
         async with signing_in:
             return await relay(
-                identity, request, "POST", "/v1/login", "Login", json=body.model_dump()
+                identity,
+                request,
+                "POST",
+                "/v1/login",
+                "Login",
+                json=body.model_dump(),
+                forward_client=True,
             )
 
     @auth.post("/refresh", response_model=TokenPair, summary="Trade a refresh token for new ones")
@@ -372,16 +402,7 @@ def include_accounts(
     app.include_router(mine)
     app.include_router(admin)
 
-    async def rate_limited(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RateLimited)
-        return problem(
-            429,
-            f"Too many requests; try again in {exc.retry_after} s.",
-            request_id=request_id_of(request),
-            headers={"Retry-After": str(exc.retry_after)},
-        )
-
-    app.add_exception_handler(RateLimited, rate_limited)
+    app.add_exception_handler(RateLimited, rate_limited_problem)
 
 
 def include(app: FastAPI, storefront: Storefront) -> None:

@@ -13,12 +13,12 @@ from souq_chassis.auth import AuthSettings, install_auth, jwks_verifier
 from souq_chassis.grpc_client import GrpcUpstream
 from souq_chassis.http_client import HttpUpstream
 from souq_chassis.metrics import Metrics
+from souq_chassis.ratelimit import RateLimiter
 from souq_chassis.resilience import Policy
 from souq_chassis.runner import serve
 from starlette.middleware.cors import CORSMiddleware
 
 from souq_gateway import api
-from souq_gateway.domain import RateLimiter
 from souq_gateway.service import Storefront
 from souq_gateway.upstreams import CatalogClient, InventoryClient, ServiceProxy
 

@@ -131,12 +131,15 @@ class ServiceProxy:
         token: str | None = None,
         request_id: str | None = None,
         json: object = None,
+        client: str | None = None,
     ) -> HttpReply:
         headers = {}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         if request_id is not None:
             headers["X-Request-ID"] = request_id
+        if client is not None:  # believed by the service only if it trusts this gateway
+            headers["X-Forwarded-For"] = client
         # A service's own 503 problem (catalog away, so the cart cannot price) is its answer.
         return await self._http.request(
             method, path, operation=operation, json=json, headers=headers, answers=_ANSWERS

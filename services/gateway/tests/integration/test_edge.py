@@ -285,3 +285,70 @@ async def test_failing_to_sign_in_as_someone_does_not_lock_them_out(
     # identity is not reachable from this gateway: past the meter means 503
     assert [t.status for t in tries] == [503, 503, 429]
     assert theirs.status == 503
+
+
+@pytest.fixture
+async def stand_in_identity() -> Any:
+    """An identity that answers sign-up with 202 and sign-in with 401, and keeps the headers
+    of every request it received."""
+    from aiohttp import web
+
+    received: list[dict[str, str]] = []
+    accepted = {"status": "accepted", "detail": "the same for every email"}
+
+    async def register(request: web.Request) -> web.Response:
+        received.append(dict(request.headers))
+        return web.json_response(accepted, status=202)
+
+    async def login(request: web.Request) -> web.Response:
+        received.append(dict(request.headers))
+        problem = {"type": "about:blank", "title": "Unauthorized", "status": 401}
+        return web.json_response(problem, status=401, content_type="application/problem+json")
+
+    app = web.Application()
+    app.router.add_post("/v1/register", register)
+    app.router.add_post("/v1/login", login)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}", received, accepted
+    finally:
+        await runner.cleanup()
+
+
+async def test_sign_up_and_sign_in_pass_identity_the_client_and_its_202(
+    new_gateway: GatewayFactory, inventory_target: str, stand_in_identity: Any
+) -> None:
+    identity_url, received, accepted = stand_in_identity
+    gateway = new_gateway(
+        inventory_target,
+        identity_url=identity_url,
+        trusted_proxies="127.0.0.1",
+        account_sign_in_rate_per_s=0.01,
+        account_sign_in_burst=2,
+    )
+    client = {"X-Forwarded-For": "203.0.113.66"}
+    body = {"email": "someone@example.com", "password": "a long passphrase"}
+    try:
+        await asyncio.to_thread(gateway.start)
+        async with aiohttp.ClientSession(gateway.url) as http:
+            signed_up = await call(http, "POST", f"{API}/auth/register", body=body, headers=client)
+            logins = [
+                await call(http, "POST", f"{API}/auth/login", body=login, headers=client)
+                for login in (
+                    {"email": "victim@example.com", "password": "guess-guess"},
+                    {"email": "Victim@Example.com", "password": "guess-guess"},
+                    # Full-width letters: the same account to identity, so the same bucket.
+                    {"email": "\uff56\uff49\uff43\uff54\uff49\uff4d@example.com", "password": "x"},
+                )
+            ]
+    finally:
+        await asyncio.to_thread(gateway.stop)
+        gateway.__exit__(None, None, None)
+
+    assert signed_up.status == 202 and signed_up.json() == accepted
+    assert [r.status for r in logins] == [401, 401, 429]
+    assert [h.get("X-Forwarded-For") for h in received] == ["203.0.113.66"] * 3

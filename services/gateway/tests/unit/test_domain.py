@@ -1,4 +1,4 @@
-"""What the storefront says about stock, and how the gateway meters clients: pure logic."""
+"""What the storefront says about stock: pure logic."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import pytest
 from souq_gateway.domain import (
     LOW_STOCK_THRESHOLD,
     Availability,
-    RateLimiter,
     Stock,
     availability_of,
 )
@@ -58,37 +57,3 @@ def test_no_answer_from_inventory_is_unknown_with_no_quantity() -> None:
 
 def test_availability_labels_are_the_public_api_strings() -> None:
     assert [a.value for a in Availability] == ["in_stock", "low_stock", "out_of_stock", "unknown"]
-
-
-def test_a_bucket_lets_a_burst_through_then_refuses_until_it_refills() -> None:
-    limiter = RateLimiter(rate_per_s=2, burst=3)
-
-    assert [limiter.take("ip", 100.0) for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert limiter.take("ip", 100.0) == pytest.approx(0.5)
-    assert limiter.take("ip", 100.5) == 0.0  # one token refilled in half a second
-    assert limiter.take("ip", 100.5) > 0
-
-
-def test_buckets_are_per_key_and_refill_no_higher_than_the_burst() -> None:
-    limiter = RateLimiter(rate_per_s=1, burst=2)
-    limiter.take("a", 0.0)
-    limiter.take("a", 0.0)
-
-    assert limiter.take("b", 0.0) == 0.0
-    assert limiter.take("a", 0.0) == pytest.approx(1.0)
-    assert [limiter.take("a", 1000.0) for _ in range(3)][2] > 0  # refilled to 2, not 1000
-
-
-def test_the_number_of_buckets_kept_is_bounded() -> None:
-    limiter = RateLimiter(rate_per_s=1, burst=1, max_keys=10)
-    for i in range(1000):
-        limiter.take(f"ip-{i}", 0.0)
-
-    assert len(limiter._buckets) == 10
-    assert limiter.take("ip-999", 0.0) > 0  # the newest are the ones kept
-
-
-@pytest.mark.parametrize(("rate", "burst"), [(0, 1), (-1, 1), (1, 0)])
-def test_a_limit_must_let_something_through(rate: float, burst: int) -> None:
-    with pytest.raises(ValueError):
-        RateLimiter(rate, burst)

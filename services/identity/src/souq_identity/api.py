@@ -11,12 +11,12 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from souq_chassis.auth import Admin, CurrentUser
 from souq_chassis.problems import problem, request_id_of
+from souq_chassis.ratelimit import RateLimited, rate_limited_problem
 
 from souq_identity.domain import (
     MAX_EMAIL_LENGTH,
     MAX_PASSWORD_LENGTH,
     MIN_PASSWORD_LENGTH,
-    EmailTaken,
     IdentityError,
     InvalidCredentials,
     InvalidRefreshToken,
@@ -73,6 +73,16 @@ class UserBody(BaseModel):
         )
 
 
+class RegistrationBody(BaseModel):
+    """The same answer whether or not the email was registered already."""
+
+    status: Literal["accepted"] = "accepted"
+    detail: str = (
+        "If this email has no account yet, it has one now: sign in with it. If it has one, "
+        "its owner is told."
+    )
+
+
 class TokensBody(BaseModel):
     access_token: str
     refresh_token: str
@@ -105,6 +115,12 @@ class KeyBody(BaseModel):
     kid: str
 
 
+def _client(request: Request) -> str:
+    """The client's address: the socket's peer, or what a trusted proxy forwarded (uvicorn
+    believes X-Forwarded-For only from IDENTITY_TRUSTED_PROXIES)."""
+    return request.client.host if request.client else "unknown"
+
+
 def _no_store(response: Response) -> None:
     # Tokens are credentials: no cache keeps them (RFC 6749 §5.1).
     response.headers["Cache-Control"] = "no-store"
@@ -115,16 +131,17 @@ def include(app: FastAPI, identity: IdentityService) -> None:
     public = APIRouter(prefix="/v1", tags=["identity"])
     admin = APIRouter(prefix="/v1/admin", tags=["identity admin"])
 
-    @public.post("/register", status_code=201)
-    async def register(body: Registration, response: Response) -> UserBody:
-        user = await identity.register(body.email, body.password)
-        response.headers["Location"] = "/v1/me"
-        return UserBody.of(user)
+    @public.post("/register", status_code=202)
+    async def register(body: Registration, request: Request) -> RegistrationBody:
+        # 202 whether the account is new or the email was taken (its owner is told): sign-up
+        # does not say which emails have an account.
+        await identity.register(body.email, body.password, _client(request))
+        return RegistrationBody()
 
     @public.post("/login")
-    async def login(body: LoginBody, response: Response) -> TokensBody:
+    async def login(body: LoginBody, request: Request, response: Response) -> TokensBody:
         _no_store(response)
-        return TokensBody.of(await identity.login(body.email, body.password))
+        return TokensBody.of(await identity.login(body.email, body.password, _client(request)))
 
     @public.post("/refresh")
     async def refresh(body: RefreshBody, response: Response) -> TokensBody:
@@ -153,7 +170,6 @@ def include(app: FastAPI, identity: IdentityService) -> None:
     app.include_router(admin)
 
     status_of: dict[type[IdentityError], int] = {
-        EmailTaken: 409,
         InvalidCredentials: 401,
         InvalidRefreshToken: 401,
         UserNotFound: 404,
@@ -173,3 +189,4 @@ def include(app: FastAPI, identity: IdentityService) -> None:
 
     app.add_exception_handler(IdentityError, identity_error)
     app.add_exception_handler(Busy, busy)
+    app.add_exception_handler(RateLimited, rate_limited_problem)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,6 +15,11 @@ ADMIN = "admin"
 MAX_EMAIL_LENGTH = 254  # RFC 5321's limit on a forward path, less the angle brackets
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 128
+# Used refresh tokens kept per family for reuse detection: one of the last this many, presented
+# again, revokes its family; an older one is refused like an unknown token (it redeems nothing
+# either way). So a session keeps at most this many rows plus its live token, however often it
+# refreshes. A copy must be used within this many rotations of its own to be noticed.
+REUSE_DETECTION_DEPTH = 4
 # Deliberately simple: one @, no spaces, a dot in the domain. The mailbox is the real check.
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 
@@ -23,8 +29,10 @@ class IdentityError(Exception):
 
 
 class InvalidEmail(IdentityError):
-    def __init__(self) -> None:
-        super().__init__(f"The email must look like name@example.com, {MAX_EMAIL_LENGTH} at most.")
+    def __init__(self, reason: str | None = None) -> None:
+        super().__init__(
+            reason or f"The email must look like name@example.com, {MAX_EMAIL_LENGTH} at most."
+        )
 
 
 class InvalidPassword(IdentityError):
@@ -68,8 +76,14 @@ class UserNotFound(IdentityError):
 
 
 def normalize_email(raw: str) -> str:
-    """The email as stored and compared: trimmed and lower-cased, or InvalidEmail."""
-    email = raw.strip().lower()
+    """The email as stored and compared, or InvalidEmail: in Unicode's compatibility form
+    (NFKC: full-width `admin`, U+FF41..., is `admin`), trimmed and lower-cased. Control, format
+    (bidirectional overrides, zero-width characters), private-use, surrogate and unassigned
+    code points are refused: no address needs them, and they make lookalikes of others."""
+    email = unicodedata.normalize("NFKC", raw).strip().lower()
+    email = unicodedata.normalize("NFKC", email)  # lower-casing can leave a non-NFKC form
+    if any(unicodedata.category(c).startswith("C") for c in email):
+        raise InvalidEmail("The email must not contain control, format or invisible characters.")
     if len(email) > MAX_EMAIL_LENGTH or not EMAIL_PATTERN.fullmatch(email):
         raise InvalidEmail()
     return email

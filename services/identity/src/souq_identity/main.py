@@ -22,6 +22,7 @@ from souq_chassis.messaging.broker import connected, open_broker
 from souq_chassis.messaging.outbox import Outbox
 from souq_chassis.messaging.outbox import include_admin as include_outbox_admin
 from souq_chassis.metrics import Metrics
+from souq_chassis.ratelimit import RateLimiter
 from souq_chassis.runner import serve
 from souq_chassis.settings import DatabaseSettings, MessagingSettings
 
@@ -30,7 +31,7 @@ from souq_identity.domain import IdentityError, check_password, normalize_email
 from souq_identity.keys import KeyEncryption, KeyRing
 from souq_identity.passwords import Argon2Parameters, HashingBound, Passwords
 from souq_identity.repository import RefreshTokenRepository, SigningKeyRepository, UserRepository
-from souq_identity.service import IdentityService
+from souq_identity.service import IdentityService, SignInLimits
 
 SERVICE = "identity"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -58,6 +59,8 @@ class IdentitySettings(DatabaseSettings, MessagingSettings):
     # How often the signing keys are read again, so that a rotation made by another replica
     # (they share the database) is signed with and published here too.
     key_reload_s: float = Field(default=30.0, gt=0)
+    # How often refresh tokens past their expiry are deleted.
+    refresh_token_prune_s: float = Field(default=3600.0, gt=0)
     # OWASP's second configuration (19 MiB, 2 iterations): ~50 ms a hash on a slow core.
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_cost_kib: int = Field(default=19_456, ge=1)
@@ -96,6 +99,12 @@ class IdentitySettings(DatabaseSettings, MessagingSettings):
         if key := self.key_encryption_key.get_secret_value():
             return KeyEncryption(_decode_kek(key, "IDENTITY_KEY_ENCRYPTION_KEY"))
         return KeyEncryption()
+    # Sign-in and sign-up attempts (token buckets: a rate per second and a burst), whatever
+    # the gateway does: per account and client, 5, then one every 10 s; per client, looser.
+    account_sign_in_rate_per_s: float = Field(default=0.1, gt=0)
+    account_sign_in_burst: int = Field(default=5, ge=1)
+    sign_in_rate_per_s: float = Field(default=1.0, gt=0)
+    sign_in_burst: int = Field(default=20, ge=1)
 
     @model_validator(mode="after")
     def _enforce_owasp_minimum(self) -> IdentitySettings:
@@ -159,6 +168,12 @@ def build_app(settings: IdentitySettings, *, tracer_provider: Any = None) -> Fas
         access_token_ttl_s=settings.access_token_ttl_s,
         refresh_token_ttl_s=settings.refresh_token_ttl_s,
         key_encryption=settings.key_encryption(),
+        limits=SignInLimits(
+            per_client=RateLimiter(settings.sign_in_rate_per_s, settings.sign_in_burst),
+            per_account=RateLimiter(
+                settings.account_sign_in_rate_per_s, settings.account_sign_in_burst
+            ),
+        ),
     )
 
     # Identity checks its own tokens with the verifier every service uses, reading its own
@@ -186,7 +201,17 @@ def build_app(settings: IdentitySettings, *, tracer_provider: Any = None) -> Fas
             serving=[
                 lambda: connected(broker, SUBSCRIPTIONS),
                 outbox.running,
-                lambda: _reloading_keys(identity, settings.key_reload_s),
+                # Keep the keys we have if the database is away.
+                lambda: _periodically(
+                    settings.key_reload_s,
+                    identity.reload_signing_keys,
+                    "signing_keys_reload_failed",
+                ),
+                lambda: _periodically(
+                    settings.refresh_token_prune_s,
+                    identity.delete_expired_refresh_tokens,
+                    "expired_refresh_tokens_not_deleted",
+                ),
             ],
             on_stop=[db.dispose, _closing(hashing), verifier.close],
         ),
@@ -200,18 +225,21 @@ def build_app(settings: IdentitySettings, *, tracer_provider: Any = None) -> Fas
 
 
 @asynccontextmanager
-async def _reloading_keys(identity: IdentityService, every_s: float) -> AsyncIterator[None]:
-    """Re-read the signing keys every `every_s` while serving."""
+async def _periodically(
+    every_s: float, job: Callable[[], Awaitable[object]], failure: str
+) -> AsyncIterator[None]:
+    """Run `job` every `every_s` while serving; a failure (the database is away) is logged as
+    `failure` and the job runs again next time."""
 
-    async def reload() -> None:
+    async def repeat() -> None:
         while True:
             await asyncio.sleep(every_s)
             try:
-                await identity.reload_signing_keys()
-            except Exception as exc:  # the database is away: keep the keys we have
-                log.warning("signing_keys_reload_failed", error=f"{type(exc).__name__}: {exc}")
+                await job()
+            except Exception as exc:
+                log.warning(failure, error=f"{type(exc).__name__}: {exc}")
 
-    task = asyncio.create_task(reload())
+    task = asyncio.create_task(repeat())
     try:
         yield
     finally:

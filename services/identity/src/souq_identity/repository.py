@@ -33,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from souq_identity.domain import (
+    REUSE_DETECTION_DEPTH,
     Credentials,
     EmailTaken,
     RefreshToken,
@@ -106,22 +107,27 @@ _MARK_USED = (
     )
     .values(used_at=bindparam("now"))
 )
-_REVOKE_FAMILY = (
-    update(refresh_tokens)
-    .where(
-        refresh_tokens.c.family_id == bindparam("target_family_id"),
-        refresh_tokens.c.revoked_at.is_(None),
-    )
-    .values(revoked_at=bindparam("now"))
+# A revoked family is deleted: an unknown token is refused just as a revoked one would be.
+_REVOKE_FAMILY = delete(refresh_tokens).where(
+    refresh_tokens.c.family_id == bindparam("target_family_id")
 )
-_REVOKE_USER = (
-    update(refresh_tokens)
+_REVOKE_USER = delete(refresh_tokens).where(refresh_tokens.c.user_id == bindparam("target_user_id"))
+# After a rotation: the family's used tokens but the last few (what reuse detection needs).
+_RECENTLY_USED = (
+    select(refresh_tokens.c.id)
     .where(
-        refresh_tokens.c.user_id == bindparam("target_user_id"),
-        refresh_tokens.c.revoked_at.is_(None),
+        refresh_tokens.c.family_id == bindparam("family"),
+        refresh_tokens.c.used_at.is_not(None),
     )
-    .values(revoked_at=bindparam("now"))
+    .order_by(refresh_tokens.c.id.desc())
+    .limit(REUSE_DETECTION_DEPTH)
 )
+_FORGET_OLD_USED = delete(refresh_tokens).where(
+    refresh_tokens.c.family_id == bindparam("family"),
+    refresh_tokens.c.used_at.is_not(None),
+    refresh_tokens.c.id.not_in(_RECENTLY_USED),
+)
+_DELETE_EXPIRED = delete(refresh_tokens).where(refresh_tokens.c.expires_at < bindparam("now"))
 
 _ALL_KEYS = select(signing_keys).order_by(signing_keys.c.created_at)
 _INSERT_KEY = insert(signing_keys)
@@ -198,6 +204,10 @@ class UserRepository:
     async def email_exists(self, email: str) -> bool:
         return await self._db.one(_EMAIL_EXISTS, {"email": email}) is not None
 
+    async def id_of_email(self, tx: Transaction, email: str) -> str | None:
+        row = await tx.one(_EMAIL_EXISTS, {"email": email})
+        return str(row.id) if row else None
+
     async def add(self, tx: Transaction, user: User, password_hash: str) -> None:
         """Insert a user in the caller's transaction (which also records its event)."""
         try:
@@ -260,19 +270,30 @@ class RefreshTokenRepository:
         result = await tx.execute(_MARK_USED, {"digest": digest, "now": now})
         return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
-    async def revoke_family(self, tx: Transaction, family_id: str, now: datetime) -> int:
-        result = await tx.execute(_REVOKE_FAMILY, {"target_family_id": family_id, "now": now})
+    async def revoke_family(self, tx: Transaction, family_id: str) -> int:
+        """Revoke a family: its tokens are deleted, so every one of them is refused."""
+        result = await tx.execute(_REVOKE_FAMILY, {"target_family_id": family_id})
         return result.rowcount  # type: ignore[attr-defined,no-any-return]
 
-    async def revoke_user(self, user_id: str, now: datetime) -> int:
+    async def revoke_user(self, user_id: str) -> int:
         """Revoke every family of a user (sign out everywhere)."""
         async with self._db.transaction() as tx:
-            result = await tx.execute(_REVOKE_USER, {"target_user_id": user_id, "now": now})
+            result = await tx.execute(_REVOKE_USER, {"target_user_id": user_id})
             return result.rowcount  # type: ignore[attr-defined,no-any-return]
 
-    async def revoke_family_now(self, family_id: str, now: datetime) -> int:
+    async def revoke_family_now(self, family_id: str) -> int:
         async with self._db.transaction() as tx:
-            return await self.revoke_family(tx, family_id, now)
+            return await self.revoke_family(tx, family_id)
+
+    async def forget_old_used(self, tx: Transaction, family_id: str) -> None:
+        """Delete the family's used tokens but the last REUSE_DETECTION_DEPTH."""
+        await tx.execute(_FORGET_OLD_USED, {"family": family_id})
+
+    async def delete_expired(self, now: datetime) -> int:
+        """Delete every token that expired before `now` (it could only be refused)."""
+        async with self._db.transaction() as tx:
+            result = await tx.execute(_DELETE_EXPIRED, {"now": now})
+            return result.rowcount  # type: ignore[attr-defined,no-any-return]
 
 
 class SigningKeyRepository:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import secrets
+import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import structlog
-from souq.events import UserRegistered
+from souq.events import RegistrationAttempted, UserRegistered
 from souq_chassis.auth import AUDIENCE, ISSUER, roles_of
 from souq_chassis.db import Database, Transaction
 from souq_chassis.messaging.outbox import Outbox
+from souq_chassis.ratelimit import RateLimited, RateLimiter
 
 from souq_identity.domain import (
     ADMIN,
@@ -43,6 +46,24 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class SignInLimits:
+    """Identity's own limits on sign-in and sign-up attempts (token buckets), whatever is in
+    front of it: a process that reaches identity's port directly is held to them too."""
+
+    per_client: RateLimiter  # by client address
+    per_account: RateLimiter  # by account *and* client address: nobody locks a user out
+    # by failing to sign in as them from elsewhere
+
+    def admit(self, account: str, client: str, now: float) -> None:
+        """Take a token from the client's bucket and the account's, or RateLimited."""
+        wait = self.per_client.take(client, now)
+        if not wait:
+            wait = self.per_account.take(f"{account} {client}", now)
+        if wait:
+            raise RateLimited(wait)
+
+
 class IdentityService:
     def __init__(
         self,
@@ -56,8 +77,10 @@ class IdentityService:
         *,
         access_token_ttl_s: int,
         refresh_token_ttl_s: int,
+        limits: SignInLimits,
         clock: Clock = _utc_now,
         key_encryption: KeyEncryption | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._db = db
         self._sealer = key_encryption or KeyEncryption()
@@ -70,10 +93,38 @@ class IdentityService:
         self._access_ttl_s = access_token_ttl_s
         self._refresh_ttl = timedelta(seconds=refresh_token_ttl_s)
         self._clock = clock
+        self._limits = limits
+        self._monotonic = monotonic
 
-    async def register(self, email: str, password: str) -> User:
-        """A new customer; `UserRegistered` commits with it and is published after."""
-        return await self._create(normalize_email(email), check_password(password), (CUSTOMER,))
+    async def register(self, email: str, password: str, client: str) -> None:
+        """Sign up a new customer (`UserRegistered` commits with it), or, if the email has an
+        account, tell its owner (`RegistrationAttempted`). The caller cannot tell which: both
+        cost a password hash and one transaction, and answer alike."""
+        email, password = normalize_email(email), check_password(password)
+        self._limits.admit(email, client, self._monotonic())
+        password_hash = await self._passwords.hash(password)  # spent whatever the email
+        for _ in range(2):  # again if a sign-up of the same new email commits in between
+            try:
+                await self._add_or_notify(email, password_hash)
+                return
+            except EmailTaken:
+                continue
+
+    async def _add_or_notify(self, email: str, password_hash: str) -> None:
+        """In one transaction either way, so that neither answer takes longer: a new customer,
+        or an event for the owner of the email."""
+        async with self._db.transaction() as tx:
+            owner = await self._users.id_of_email(tx, email)
+            if owner is None:
+                user = User(str(uuid.uuid4()), email, (CUSTOMER,), self._clock())
+                await self._users.add(tx, user, password_hash)
+                await self._outbox.add(tx, UserRegistered(user_id=user.id, email=user.email))
+            else:
+                await self._outbox.add(tx, RegistrationAttempted(user_id=owner, email=email))
+        if owner is None:
+            log.info("user_registered", user_id=user.id, roles=[CUSTOMER])
+        else:
+            log.info("registration_attempted_on_existing_account", user_id=owner)
 
     async def seed_admin(self, email: str, password: str) -> bool:
         """Create the configured administrator unless a user has that email; whether created."""
@@ -95,10 +146,13 @@ class IdentityService:
         log.info("user_registered", user_id=user.id, roles=list(roles))
         return user
 
-    async def login(self, email: str, password: str) -> TokenPair:
+    async def login(self, email: str, password: str, client: str) -> TokenPair:
         """Tokens for the right email and password; InvalidCredentials, alike, for anything
-        else. An unknown email costs a verification too, so timing does not tell it apart."""
-        credentials = await self._users.credentials(email.strip().lower())
+        else. An unknown email costs a verification too, so timing does not tell it apart.
+        Attempts are limited per client and per account before any hash is spent."""
+        email = normalize_email(email)
+        self._limits.admit(email, client, self._monotonic())
+        credentials = await self._users.credentials(email)
         if credentials is None:
             await self._passwords.verify_nobody(password)
             raise InvalidCredentials()
@@ -126,10 +180,11 @@ class IdentityService:
             if token is not None and verdict is Redemption.ROTATE:
                 user = await self._users.get_in(tx, token.user_id)
                 if user is not None and await self._tokens.mark_used(tx, digest, now):
+                    await self._tokens.forget_old_used(tx, token.family_id)
                     return await self._issue(tx, user, token.family_id, now)
                 verdict = Redemption.REUSED if user is not None else Redemption.REFUSED
             if token is not None and verdict is Redemption.REUSED:
-                await self._tokens.revoke_family(tx, token.family_id, now)
+                await self._tokens.revoke_family(tx, token.family_id)
                 reused = token
         if reused is not None:
             log.warning("refresh_token_reuse", user_id=reused.user_id, family_id=reused.family_id)
@@ -139,15 +194,21 @@ class IdentityService:
     async def logout(self, user_id: str, refresh_token: str | None) -> None:
         """Revoke the family of `refresh_token` if it is the caller's, or without one every
         family of the caller (sign out everywhere). Access tokens live out their short TTL."""
-        now = self._clock()
         if refresh_token is None:
-            revoked = await self._tokens.revoke_user(user_id, now)
+            revoked = await self._tokens.revoke_user(user_id)
             log.info("signed_out_everywhere", user_id=user_id, tokens_revoked=revoked)
             return
         token = await self._tokens.find_now(refresh_token_digest(refresh_token))
         if token is not None and token.user_id == user_id:
-            await self._tokens.revoke_family_now(token.family_id, now)
+            await self._tokens.revoke_family_now(token.family_id)
             log.info("signed_out", user_id=user_id, family_id=token.family_id)
+
+    async def delete_expired_refresh_tokens(self) -> int:
+        """Forget refresh tokens past their expiry; how many."""
+        deleted = await self._tokens.delete_expired(self._clock())
+        if deleted:
+            log.info("expired_refresh_tokens_deleted", count=deleted)
+        return deleted
 
     async def me(self, user_id: str) -> User:
         user = await self._users.get(user_id)

@@ -12,6 +12,10 @@ from souq_chassis.testing import EmbeddedNats, ServiceProcess
 
 ACCESS_TOKEN_TTL_S = 120
 MAX_WAITING_HASHES = 2
+# Every test sends from 127.0.0.1: the per-client sign-in bucket is lifted so that a module's
+# tests do not meter each other; the per-account one keeps identity's defaults.
+CLIENT_SIGN_IN_BURST = 1_000_000
+REFRESH_TOKEN_PRUNE_S = 0.5  # expired refresh tokens are deleted this often
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +54,8 @@ def identity(
         admin_password=admin_password,
         access_token_ttl_s=ACCESS_TOKEN_TTL_S,
         max_waiting_hashes=MAX_WAITING_HASHES,
+        sign_in_burst=CLIENT_SIGN_IN_BURST,
+        refresh_token_prune_s=REFRESH_TOKEN_PRUNE_S,
         env={"SOUQ_BROKER_URL": broker_url},
     )
     with service.serving():

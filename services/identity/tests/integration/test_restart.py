@@ -37,7 +37,7 @@ async def test_a_restart_keeps_the_key_and_sign_in_upgrades_older_hashes(
     with first.serving():
         async with aiohttp.ClientSession(first.url) as http:
             body = {"email": email, "password": password}
-            assert (await call(http, "POST", "/v1/register", body=body)).status == 201
+            assert (await call(http, "POST", "/v1/register", body=body)).status == 202
             reply = await call(http, "POST", "/v1/login", body=body)
             access_token = reply.json()["access_token"]
             kids = {k["kid"] for k in (await call(http, "GET", "/v1/jwks")).json()["keys"]}

@@ -68,6 +68,28 @@ def test_malformed_emails_are_rejected(raw: str) -> None:
         normalize_email(raw)
 
 
+@pytest.mark.parametrize(
+    ("raw", "normalized"),
+    [
+        ("\uff41\uff44\uff4d\uff49\uff4e@souq.local", "admin@souq.local"),  # full-width
+        ("\uff21\uff44\uff4d\uff49\uff4e\uff20\uff53\uff4f\uff55\uff51.local", "admin@souq.local"),
+        ("\u3000admin@souq.local\u3000", "admin@souq.local"),  # ideographic spaces, trimmed
+        ("\ufb01le@example.com", "file@example.com"),  # the ligature fi
+        ("caf\u0065\u0301@example.com", "caf\u00e9@example.com"),  # one spelling of an accent
+    ],
+)
+def test_emails_are_compared_in_unicode_compatibility_form(raw: str, normalized: str) -> None:
+    assert normalize_email(raw) == normalized
+
+
+@pytest.mark.parametrize(
+    "hidden", ["\u202e", "\u2066", "\u200b", "\u200c", "\u200d", "\ufeff", "\x00", "\x1b", "\ue000"]
+)
+def test_emails_with_control_format_or_invisible_characters_are_rejected(hidden: str) -> None:
+    with pytest.raises(InvalidEmail, match="control, format or invisible"):
+        normalize_email(f"ad{hidden}min@souq.local")
+
+
 def test_an_email_may_be_254_characters_and_no_more() -> None:
     domain = "@example.com"
     longest = "a" * (MAX_EMAIL_LENGTH - len(domain)) + domain
