@@ -1049,6 +1049,27 @@ async def test_a_price_change_commits_a_product_price_changed_event(
     assert changes[0]["sku"] == created["sku"]
 
 
+async def test_each_price_change_carries_the_next_price_version_of_its_product(
+    http: aiohttp.ClientSession, catalog: ServiceProcess, created: dict[str, Any]
+) -> None:
+    path = f"/v1/admin/products/{created['id']}/price"
+    for cents in (101, 102, 103):
+        ok(await call(http, "PUT", path, body={"amount_cents": cents, "currency": "USD"}))
+
+    assert catalog.data_dir is not None
+    with sqlite3.connect(catalog.data_dir / "catalog.db") as db:
+        bodies = db.execute(
+            "SELECT body FROM outbox WHERE type = 'catalog.ProductPriceChanged.v1' ORDER BY seq"
+        ).fetchall()
+    events = [json.loads(body)["data"] for (body,) in bodies]
+    changes = [e for e in events if e["product_id"] == created["id"]]
+    assert [(e["price"]["amount_cents"], e["price_version"]) for e in changes] == [
+        (101, 1),
+        (102, 2),
+        (103, 3),
+    ]
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
