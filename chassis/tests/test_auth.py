@@ -98,13 +98,72 @@ async def test_unknown_key_ids_cannot_flood_identity_with_jwks_requests(
     await verifier.verify(issuer.token())
     forged = [issuer.forged()["unknown-key"] for _ in range(20)]  # 20 key ids never seen
 
-    results = await asyncio.gather(*(verifier.verify(t) for t in forged), return_exceptions=True)
+    results = [await _outcome(verifier, t) for t in forged]  # one after the other
 
     assert all(isinstance(r, InvalidToken) for r in results)
     if interval_s:
         assert verifier.fetches == 1  # the first fetch was for the good token; none since
     else:  # without the back-off, each unknown key id costs a fetch: the bound is what saves
         assert verifier.fetches == 21
+
+
+async def _outcome(verifier: TokenVerifier, token: str) -> object:
+    try:
+        return await verifier.verify(token)
+    except Exception as exc:
+        return exc
+
+
+async def test_requests_that_need_keys_share_one_fetch(issuer: TokenIssuer) -> None:
+    in_flight, most = 0, 0
+
+    async def fetch() -> bytes:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+        return json.dumps(issuer.jwks()).encode()
+
+    verifier = TokenVerifier(fetch, min_refresh_interval_s=0, wait_s=1.0)
+    tokens = [issuer.token(f"u-{i}") for i in range(30)]
+
+    principals = await asyncio.gather(*(verifier.verify(t) for t in tokens))
+
+    assert [p.user_id for p in principals] == [f"u-{i}" for i in range(30)]
+    assert (verifier.fetches, most) == (1, 1)
+
+
+async def test_a_hung_identity_costs_a_request_its_short_wait_then_503s_at_once(
+    issuer: TokenIssuer,
+) -> None:
+    """One fetch in flight, abandoned at its deadline; waiters give up after their own bound;
+    the back-off starts when the fetch ends, and meanwhile the answer is an outage at once."""
+    calls = 0
+
+    async def hung() -> bytes:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    verifier = TokenVerifier(hung, fetch_timeout_s=0.3, wait_s=0.05, min_refresh_interval_s=1)
+    loop = asyncio.get_running_loop()
+
+    async def timed() -> tuple[object, float]:
+        started = loop.time()
+        outcome = await _outcome(verifier, issuer.token())
+        return outcome, loop.time() - started
+
+    first = await asyncio.gather(*(timed() for _ in range(20)))
+    assert all(isinstance(o, KeysUnavailable) and t < 0.25 for o, t in first), first
+    assert verifier.fetching and calls == 1
+    await asyncio.sleep(0.4)  # the fetch has hit its deadline: backing off from now
+    assert not verifier.fetching
+    later = await asyncio.gather(*(timed() for _ in range(20)))
+    assert all(isinstance(o, KeysUnavailable) and t < 0.05 for o, t in later), later
+    assert calls == 1
+    await verifier.close()
 
 
 async def test_a_remembered_token_still_expires(issuer: TokenIssuer) -> None:

@@ -308,9 +308,10 @@ def test_the_system_serves_products_survives_an_inventory_crash_and_recovers(
     status, created = send("POST", f"{system.api}/admin/products", new, token=admin)
     assert status == 201, created
     inventory = f"http://127.0.0.1:{system.ports['inventory']}"
+    bearer = {"Authorization": f"Bearer {admin}"}  # stock levels are for administrators
 
     def tracked() -> Any:
-        code, body = get(f"{inventory}/v1/stock/E2E-0001")
+        code, body = get(f"{inventory}/v1/stock/E2E-0001", headers=bearer)
         return body if code == 200 else None
 
     assert wait_for("inventory to track the new SKU", tracked, 15)["on_hand"] == 0

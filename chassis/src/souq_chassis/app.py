@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from souq_chassis.docs import install_docs
 from souq_chassis.metrics import HttpMetricsMiddleware, Metrics
 from souq_chassis.problems import install_problem_handlers, problem
 
@@ -142,9 +143,10 @@ def create_app(
             "exclude": _is_operational,
         },
         openapi_url=f"{openapi_prefix}/openapi.json",
-        docs_url=f"{openapi_prefix}/docs",
+        docs_url=None,  # ours, with pinned assets (souq_chassis.docs)
         redoc_url=None,
     )
+    install_docs(app, f"{openapi_prefix}/docs", f"{openapi_prefix}/openapi.json")
     install_problem_handlers(app)
     checks = dict(readiness or {})
 

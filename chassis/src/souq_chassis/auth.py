@@ -47,6 +47,11 @@ class AuthSettings(ServiceSettings):
         default="http://127.0.0.1:8083/v1/jwks",
         validation_alias=AliasChoices("SOUQ_JWKS_URL", "jwks_url"),
     )
+    # A JWKS fetch is abandoned after this; a request waits for one at most jwks_wait_s (then
+    # 503), and after a fetch ends the next waits jwks_min_refresh_s.
+    jwks_fetch_timeout_s: float = Field(default=0.5, gt=0)
+    jwks_wait_s: float = Field(default=0.1, gt=0)
+    jwks_min_refresh_s: float = Field(default=1.0, ge=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +83,15 @@ Fetch = Callable[[], Awaitable[bytes]]
 
 
 class TokenVerifier:
+    """Verifies access tokens against identity's keys, fetched as needed.
+
+    At most one JWKS fetch is in flight, bounded by `fetch_timeout_s`; requests that need it
+    share it and wait at most `wait_s` for it, so a hung identity costs a request a fraction of
+    a second, not a queue of fetches. After a fetch ends the next waits `min_refresh_interval_s`
+    (stamped when it ends, so a failed fetch is a real back-off); while backing off from a
+    failure without the key a token names, the answer is KeysUnavailable (503) at once.
+    """
+
     def __init__(
         self,
         fetch_jwks: Fetch,
@@ -87,6 +101,8 @@ class TokenVerifier:
         leeway_s: float = 5.0,
         min_refresh_interval_s: float = 1.0,
         max_age_s: float = 60.0,
+        fetch_timeout_s: float = 0.5,
+        wait_s: float = 0.1,
         cache_size: int = 50_000,
     ) -> None:
         self._fetch = fetch_jwks
@@ -95,26 +111,22 @@ class TokenVerifier:
         self._leeway_s = leeway_s
         self._min_refresh_s = min_refresh_interval_s
         self._max_age_s = max_age_s
+        self._fetch_timeout_s = fetch_timeout_s
+        self._wait_s = wait_s
         self._cache_size = cache_size
         self._keys: dict[str, Any] = {}
         self._verified: dict[str, Principal] = {}
-        self._last_fetch = -float("inf")  # monotonic time of the last attempt
-        self._loaded_at = -float("inf")  # ... and of the last successful one
+        self._next_fetch_at = -float("inf")  # monotonic: no fetch before (the back-off)
+        self._loaded_at = -float("inf")  # ... of the last successful fetch
         self._last_fetch_failed = False
-        self._lock = asyncio.Lock()
-        self._renewal: asyncio.Task[None] | None = None
+        self._fetching: asyncio.Task[None] | None = None  # the one fetch in flight
         self.fetches = 0
 
     async def verify(self, token: str) -> Principal:
         """The token's principal, or InvalidToken saying why not."""
-        now = time.monotonic()
-        if (
-            now - self._loaded_at > self._max_age_s
-            and now - self._last_fetch >= self._min_refresh_s
-            and (self._renewal is None or self._renewal.done())
-        ):
+        if time.monotonic() - self._loaded_at > self._max_age_s:
             # Renewed in the background: no request waits on identity for keys it has.
-            self._renewal = asyncio.create_task(self._refresh_aged())
+            self._start_fetch()
         known = self._verified.get(token)
         if known is not None:
             if time.time() < known.expires_at + self._leeway_s:
@@ -156,48 +168,59 @@ class TokenVerifier:
         self._verified[token] = principal
         return principal
 
-    async def _refresh_aged(self) -> None:
-        """Fetch the keys again because our copy is old; on failure keep it (identity being
-        away must not sign everyone out) and try again after the back-off."""
-        async with self._lock:
-            stale = time.monotonic() - self._loaded_at > self._max_age_s
-            if stale and time.monotonic() - self._last_fetch >= self._min_refresh_s:
-                await self._fetch_keys(raise_on_failure=False)
-
     async def close(self) -> None:
-        """Stop a renewal under way (at shutdown)."""
-        if self._renewal is not None and not self._renewal.done():
-            self._renewal.cancel()
+        """Stop a fetch under way (at shutdown)."""
+        fetching = self._fetching
+        if fetching is not None and not fetching.done():
+            fetching.cancel()
             with suppress(asyncio.CancelledError):
-                await self._renewal
+                await fetching
+
+    @property
+    def fetching(self) -> bool:
+        """A JWKS fetch is in flight."""
+        return self._fetching is not None and not self._fetching.done()
+
+    def _start_fetch(self) -> asyncio.Task[None] | None:
+        """The fetch in flight, or a new one unless backing off (then None)."""
+        if self._fetching is not None and not self._fetching.done():
+            return self._fetching
+        if time.monotonic() < self._next_fetch_at:
+            return None
+        self._fetching = asyncio.create_task(self._fetch_keys(), name="jwks-fetch")
+        return self._fetching
 
     async def _refreshed_key(self, kid: str) -> Any:
-        async with self._lock:
-            if kid in self._keys:  # another request fetched it meanwhile
+        fetching = self._start_fetch()
+        if fetching is not None:
+            # Shared, and waited for briefly: a hung identity must not hold requests up.
+            await asyncio.wait({fetching}, timeout=self._wait_s)
+            if kid in self._keys:  # the fetch brought it (or another did meanwhile)
                 return self._keys[kid]
-            if time.monotonic() - self._last_fetch >= self._min_refresh_s:
-                await self._fetch_keys(raise_on_failure=True)
-            elif self._last_fetch_failed or not self._loaded_at > 0:
-                # Backing off from a failed fetch: an outage, not a bad token.
-                raise KeysUnavailable("The signing keys are unavailable.")
-        if kid not in self._keys:
-            raise InvalidToken("The access token is signed by an unknown key.")
-        return self._keys[kid]
+            if not fetching.done():
+                raise KeysUnavailable("The signing keys are unavailable: identity is slow.")
+        elif kid in self._keys:
+            return self._keys[kid]
+        if self._last_fetch_failed or self._loaded_at == -float("inf"):
+            # Never loaded, failed, or backing off from a failure: an outage, not a bad token.
+            raise KeysUnavailable("The signing keys are unavailable.")
+        raise InvalidToken("The access token is signed by an unknown key.")
 
-    async def _fetch_keys(self, *, raise_on_failure: bool) -> None:
-        """Fetch and load the JWKS (the caller holds the lock)."""
-        self._last_fetch = time.monotonic()
+    async def _fetch_keys(self) -> None:
+        """Fetch and load the JWKS within its deadline; on failure keep the keys we have
+        (identity being away must not sign everyone out). The back-off starts when it ends."""
         self.fetches += 1
         try:
-            self.load(orjson.loads(await self._fetch()))
-        except Exception as exc:  # unreachable, an error status, or not a JWKS at all
+            document = await asyncio.wait_for(self._fetch(), self._fetch_timeout_s)
+            self.load(orjson.loads(document))
+        except Exception as exc:  # unreachable, too slow, an error status, or not a JWKS at all
             self._last_fetch_failed = True
             log.warning("jwks_fetch_failed", error=f"{type(exc).__name__}: {exc}")
-            if raise_on_failure:
-                raise KeysUnavailable("The signing keys are unavailable.") from exc
-            return
-        self._last_fetch_failed = False
-        self._loaded_at = time.monotonic()
+        else:
+            self._last_fetch_failed = False
+            self._loaded_at = time.monotonic()
+        finally:
+            self._next_fetch_at = time.monotonic() + self._min_refresh_s
 
     def load(self, jwks: dict[str, Any]) -> None:
         """Replace the known keys with a JWKS document's Ed25519 keys; forget verified tokens
@@ -222,7 +245,7 @@ def jwks_verifier(settings: AuthSettings, metrics: Metrics) -> tuple[TokenVerifi
         "identity-jwks",
         f"{url.scheme}://{url.netloc}",
         metrics,
-        Policy(timeout_s=2.0, max_concurrency=4),
+        Policy(timeout_s=settings.jwks_fetch_timeout_s, max_concurrency=4),
     )
     path = url.path + (f"?{url.query}" if url.query else "")
 
@@ -232,7 +255,13 @@ def jwks_verifier(settings: AuthSettings, metrics: Metrics) -> tuple[TokenVerifi
             raise RuntimeError(f"JWKS answered HTTP {reply.status}")
         return reply.body
 
-    return TokenVerifier(fetch), identity
+    verifier = TokenVerifier(
+        fetch,
+        min_refresh_interval_s=settings.jwks_min_refresh_s,
+        fetch_timeout_s=settings.jwks_fetch_timeout_s,
+        wait_s=settings.jwks_wait_s,
+    )
+    return verifier, identity
 
 
 def bearer_token(request: Request) -> str | None:

@@ -1,4 +1,5 @@
-"""A gRPC aio server with health, reflection and RED metrics; started and stopped by lifespan."""
+"""A gRPC aio server with health and RED metrics, and reflection when asked for; started and
+stopped by lifespan."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ class GrpcServer:
     """One grpc.aio server: `start()` binds and serves, `stop(grace)` drains in-flight calls.
 
     The server is built in `start()` because grpc.aio binds to the running event loop.
+    Reflection (a map of every service and message for anyone who connects) is off unless
+    `reflection` is set, for debugging with grpcurl.
     """
 
     def __init__(
@@ -29,12 +32,15 @@ class GrpcServer:
         metrics: Metrics,
         register: Sequence[Registrar],
         service_names: Sequence[str],
+        *,
+        reflection: bool = False,
     ) -> None:
         self.host = host
         self.port = port
         self._metrics = metrics
         self._register = register
         self._service_names = [*service_names, ""]
+        self._reflection = reflection
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
 
@@ -43,9 +49,10 @@ class GrpcServer:
         for add in self._register:
             add(server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            [*self._service_names[:-1], health.SERVICE_NAME, reflection.SERVICE_NAME], server
-        )
+        if self._reflection:
+            reflection.enable_server_reflection(
+                [*self._service_names[:-1], health.SERVICE_NAME, reflection.SERVICE_NAME], server
+            )
         bound = server.add_insecure_port(f"{self.host}:{self.port}")
         if bound == 0:
             raise RuntimeError(f"cannot bind gRPC to {self.host}:{self.port}")

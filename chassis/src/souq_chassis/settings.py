@@ -47,6 +47,8 @@ class GrpcSettings(ServiceSettings):
 
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(default=50050, ge=0, le=65535)
+    # Server reflection lists every service and message to anyone: off unless debugging.
+    grpc_reflection: bool = False
 
 
 class MessagingSettings(ServiceSettings):

@@ -10,7 +10,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from time import perf_counter
 from typing import Any, Generic, TypeVar
 
@@ -81,6 +81,20 @@ class ConsumerMetrics:
         )
 
 
+def _refuse_future_times(envelope: Envelope, message: Message, latest: datetime) -> None:
+    """A message may not claim a moment later than our clock allows (its time and any time
+    field): one dated in the future would outrank every real one after it."""
+    claims = {"time": envelope.occurred_at}
+    claims |= {k: v for k, v in message if isinstance(v, datetime)}
+    for name, at in claims.items():
+        moment = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+        if moment > latest:
+            raise ValueError(
+                f"{name} {moment.isoformat()} lies in the future: later than this consumer's "
+                f"clock allows ({latest.isoformat()}, its clock plus the tolerated skew)"
+            )
+
+
 class _HandlerFailed(Exception):
     """A handler failed in a batch without savepoints: run the batch again with them."""
 
@@ -97,6 +111,7 @@ class Consumer:
         max_attempts: int = 5,
         backoff_s: float = 0.1,
         backoff_max_s: float = 5.0,
+        max_clock_skew_s: float = 5.0,
     ) -> None:
         self.name = name
         self._db = db
@@ -106,19 +121,21 @@ class Consumer:
         self.max_attempts = max_attempts
         self._backoff_s = backoff_s
         self._backoff_max_s = backoff_max_s
+        self._max_skew = timedelta(seconds=max_clock_skew_s)
 
     async def handle(self, deliveries: Sequence[Delivery]) -> list[Verdict]:
         """Verdicts for a batch, handled in one transaction: one inbox lookup, each message's
         effect in a savepoint (a failure undoes that message alone), one inbox insert."""
         verdicts: list[Verdict] = [Ack()] * len(deliveries)
         parsed: list[tuple[int, Envelope, Subscription[Any], Message]] = []
+        latest = datetime.now(UTC) + self._max_skew
         for i, delivery in enumerate(deliveries):
             try:
                 envelope = decode(delivery.body)
                 subscription = self._subscriptions[envelope.type]
-                parsed.append(
-                    (i, envelope, subscription, subscription.model.model_validate(envelope.data))
-                )
+                message = subscription.model.model_validate(envelope.data)
+                _refuse_future_times(envelope, message, latest)
+                parsed.append((i, envelope, subscription, message))
             except (ValidationError, KeyError, ValueError) as exc:
                 self._metrics.dead.labels(self.name, "invalid").inc()
                 log.error("message_invalid", consumer=self.name, error=str(exc)[:500])

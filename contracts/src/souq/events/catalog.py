@@ -42,3 +42,7 @@ class ProductPriceChanged(Message):
     price: Money
     previous_price: Money
     changed_at: datetime
+    # The product's price version at catalog, one more at each change: the order of its price
+    # events (newest wins), where clocks cannot be trusted to order them. None from publishers
+    # that predate it.
+    price_version: int | None = Field(default=None, ge=1)

@@ -15,6 +15,6 @@ def subscriptions(carts: CartService) -> list[Subscription[ProductPriceChanged]]
     async def price_changed(tx: Transaction, event: ProductPriceChanged, _: Envelope) -> None:
         price = Money(event.price.amount_cents, event.price.currency)
         product = ProductPrice(event.product_id, event.sku, event.name, price)
-        await carts.price_changed(tx, product, event.changed_at)
+        await carts.price_changed(tx, product, event.changed_at, event.price_version)
 
     return [Subscription(ProductPriceChanged, price_changed)]

@@ -53,6 +53,8 @@ product_prices = Table(
     Column("amount_cents", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("as_of", DateTime(timezone=True), nullable=False),
+    # catalog's price version, when the price came from an event that carries one.
+    Column("price_version", BigInteger, nullable=True),
     CheckConstraint("amount_cents > 0", name="ck_product_prices_amount_positive"),
 )
 
@@ -109,14 +111,21 @@ _REMOVE = delete(cart_items).where(
     cart_items.c.product_id == bindparam("product_id"),
 )
 _CLEAR = delete(cart_items).where(cart_items.c.user_id == bindparam("user_id"))
-# A price replaces the cached one only if it is newer: events may arrive out of order.
+# A price replaces the cached one only if it is newer: events may arrive out of order. Newer
+# by catalog's price version when both have one (a sequence, not a clock); else by when it was
+# known (the cart's own clock for a price it asked catalog for, which carries no version).
 _SAVE_PRICE = text(
-    "INSERT INTO product_prices (product_id, sku, name, amount_cents, currency, as_of) "
-    "VALUES (:product_id, :sku, :name, :amount_cents, :currency, :as_of) "
+    "INSERT INTO product_prices "
+    "(product_id, sku, name, amount_cents, currency, as_of, price_version) "
+    "VALUES (:product_id, :sku, :name, :amount_cents, :currency, :as_of, :price_version) "
     "ON CONFLICT (product_id) DO UPDATE SET "
     "sku = excluded.sku, name = excluded.name, amount_cents = excluded.amount_cents, "
-    "currency = excluded.currency, as_of = excluded.as_of "
-    "WHERE excluded.as_of > product_prices.as_of"
+    "currency = excluded.currency, as_of = excluded.as_of, "
+    "price_version = excluded.price_version "
+    "WHERE CASE WHEN excluded.price_version IS NOT NULL "
+    "AND product_prices.price_version IS NOT NULL "
+    "THEN excluded.price_version > product_prices.price_version "
+    "ELSE excluded.as_of > product_prices.as_of END"
 ).bindparams(bindparam("as_of", type_=_AT))
 
 
@@ -216,9 +225,14 @@ class CartRepository:
             await tx.execute(_CLEAR, {"user_id": user_id})
 
     async def save_prices(
-        self, tx: Transaction, prices: Iterable[ProductPrice], as_of: datetime
+        self,
+        tx: Transaction,
+        prices: Iterable[ProductPrice],
+        as_of: datetime,
+        version: int | None = None,
     ) -> None:
-        """Cache prices known as of a moment; a cached price known later stays."""
+        """Cache prices known as of a moment (and at a catalog price version, if known); a
+        cached price that is newer stays."""
         at = _utc(as_of)
         rows = [
             {
@@ -228,6 +242,7 @@ class CartRepository:
                 "amount_cents": p.unit_price.amount_cents,
                 "currency": p.unit_price.currency,
                 "as_of": at,
+                "price_version": version,
             }
             for p in prices
         ]

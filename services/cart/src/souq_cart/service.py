@@ -123,7 +123,12 @@ class CartService:
         await self._carts.clear(user_id)
 
     async def price_changed(
-        self, tx: Transaction, price: ProductPrice, changed_at: datetime
+        self,
+        tx: Transaction,
+        price: ProductPrice,
+        changed_at: datetime,
+        version: int | None = None,
     ) -> None:
-        """Catalog changed a price: cache it, unless a newer one is cached already."""
-        await self._carts.save_prices(tx, [price], changed_at)
+        """Catalog changed a price: cache it, unless a newer one is cached already (by catalog's
+        price version when the event has one)."""
+        await self._carts.save_prices(tx, [price], changed_at, version)

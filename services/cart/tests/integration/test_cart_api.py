@@ -26,6 +26,8 @@ UNKNOWN_PRODUCT = 987_654
 # Products whose price a test changes, each its own, so no other test sees the change.
 PRICE_CHANGED_IN_CATALOG = 30
 EVENTS_IN_DISORDER = (31, 32)
+FORGED_FUTURE = 33
+VERSIONS_IN_DISORDER = (34, 35)
 EMPTY_CART = {"items": [], "totals": [], "item_count": 0}
 
 
@@ -478,6 +480,104 @@ async def test_a_price_change_older_than_what_the_cart_knows_is_ignored(
         lambda: cart_of(http, user), lambda c: unit_prices(c)[second["id"]] == 5_001
     )
     assert unit_prices(cart) == {first["id"]: 7_001, second["id"]: 5_001}
+
+
+def price_changed(
+    p: dict[str, Any], amount_cents: int, at: datetime, version: int | None = None
+) -> ProductPriceChanged:
+    return ProductPriceChanged.model_validate(
+        {
+            "product_id": p["id"],
+            "sku": p["sku"],
+            "name": p["name"],
+            "price": {"amount_cents": amount_cents, "currency": "USD"},
+            "previous_price": p["price"],
+            "changed_at": at,
+            "price_version": version,
+        }
+    )
+
+
+async def publish(broker_url: str, events: list[ProductPriceChanged]) -> list[str]:
+    """Publish events as catalog would (or as anyone on the broker could); their ids."""
+    broker = open_broker(broker_url)
+    await broker.connect()
+    try:
+        await broker.declare(SUBSCRIPTIONS)
+        envelopes = [wrap(event) for event in events]
+        await broker.publish([Outgoing(e.id, e.type, encode(e)) for e in envelopes])
+    finally:
+        await broker.close()
+    return [e.id for e in envelopes]
+
+
+async def test_a_price_change_dated_in_the_future_is_dead_lettered_and_real_ones_still_apply(
+    http: aiohttp.ClientSession,
+    catalog_http: aiohttp.ClientSession,
+    issuer: TokenIssuer,
+    broker_url: str,
+    sign_in: SignIn,
+) -> None:
+    user = sign_in()
+    target = await product(catalog_http, FORGED_FUTURE)
+    ok(await add(http, user, target["id"], 1), 201)
+    forged = price_changed(target, 1, datetime.now(UTC) + timedelta(days=365))
+
+    [forged_id] = await publish(broker_url, [forged])
+
+    broker = open_broker(broker_url)
+    await broker.connect()
+    try:
+
+        async def dead() -> list[Any]:
+            return [d for d in await broker.dead_letters(["cart"]) if d.id == forged_id]
+
+        [letter] = await eventually(dead, bool)
+    finally:
+        await broker.close()
+    assert "changed_at" in letter.error and "future" in letter.error, letter.error
+    assert unit_prices(await cart_of(http, user))[target["id"]] == target["price"]["amount_cents"]
+
+    # A real change made afterwards reaches the cart: the forged date outranks nothing.
+    new = {"amount_cents": target["price"]["amount_cents"] + 777, "currency": "USD"}
+    admin = issuer.bearer("admin-1", ("admin",))
+    path = f"/v1/admin/products/{target['id']}/price"
+    ok(await call(catalog_http, "PUT", path, body=new, headers=admin))
+    await eventually(
+        lambda: cart_of(http, user),
+        lambda c: unit_prices(c)[target["id"]] == new["amount_cents"],
+    )
+
+
+async def test_price_changes_are_ordered_by_catalogs_version_not_by_their_clocks(
+    http: aiohttp.ClientSession,
+    catalog_http: aiohttp.ClientSession,
+    broker_url: str,
+    sign_in: SignIn,
+) -> None:
+    user = sign_in()
+    first, second = [await product(catalog_http, i) for i in VERSIONS_IN_DISORDER]
+    ok(await add(http, user, first["id"], 1), 201)
+    ok(await add(http, user, second["id"], 1), 201)
+    now = datetime.now(UTC)
+
+    # Version 7 is the newest change of `first`, but catalog's clock said 1 s after the cart
+    # read its price; version 6 arrives late, dated 2 s after (a publisher clock running
+    # ahead, within the tolerated skew). Then a change of `second` that tells when both
+    # before it have been handled.
+    await publish(
+        broker_url,
+        [
+            price_changed(first, 7_007, now + timedelta(seconds=1), version=7),
+            price_changed(first, 6_006, now + timedelta(seconds=2), version=6),
+            price_changed(second, 5_005, now + timedelta(seconds=1), version=1),
+        ],
+    )
+
+    cart = await eventually(
+        lambda: cart_of(http, user), lambda c: unit_prices(c)[second["id"]] == 5_005
+    )
+    assert unit_prices(cart) == {first["id"]: 7_007, second["id"]: 5_005}
 
 
 # The database itself

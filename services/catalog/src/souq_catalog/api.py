@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from souq_chassis.auth import current_admin
 from souq_chassis.problems import problem, request_id_of
 
@@ -22,6 +23,9 @@ from souq_catalog.domain import (
     ProductNotFound,
     SkuAlreadyExists,
     UnknownCategory,
+    check_currency,
+    check_image_url,
+    check_text,
 )
 from souq_catalog.service import CatalogService
 
@@ -30,11 +34,31 @@ MAX_PAGE_SIZE = 100
 ProductId = Annotated[int, Path(ge=1, le=2**62, description="Product id")]
 
 
+def _rule(check: Callable[[str], None]) -> AfterValidator:
+    """A domain rule as a field validator: its InvalidProduct becomes a 422 on that field."""
+
+    def validate(value: str) -> str:
+        try:
+            check(value)
+        except InvalidProduct as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    return AfterValidator(validate)
+
+
+Currency = Annotated[
+    StrictStr,
+    Field(pattern=CURRENCY_PATTERN.pattern, description="An ISO 4217 code"),
+    _rule(check_currency),
+]
+
+
 class MoneyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     amount_cents: StrictInt = Field(gt=0, le=MAX_PRICE_CENTS)
-    currency: StrictStr = Field(pattern=CURRENCY_PATTERN.pattern)
+    currency: Currency
 
 
 class ProductBody(BaseModel):
@@ -75,11 +99,21 @@ class NewProductBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sku: StrictStr = Field(pattern=SKU_PATTERN.pattern)
-    name: StrictStr = Field(min_length=1, max_length=200)
-    description: StrictStr = Field(default="", max_length=4000)
+    name: Annotated[
+        StrictStr, Field(min_length=1, max_length=200), _rule(lambda v: check_text("name", v))
+    ]
+    description: Annotated[
+        StrictStr,
+        Field(max_length=4000),
+        _rule(lambda v: check_text("description", v, multiline=True)),
+    ] = ""
     category: StrictStr = Field(pattern=CATEGORY_PATTERN.pattern)
     price: MoneyBody
-    image_url: StrictStr = Field(default="", max_length=500)
+    image_url: Annotated[
+        StrictStr,
+        Field(max_length=500, description="https://... or a path on this site, /images/..."),
+        _rule(check_image_url),
+    ] = ""
 
 
 def include(app: FastAPI, catalog: CatalogService) -> None:

@@ -78,6 +78,7 @@ def build_app(settings: CatalogSettings, *, tracer_provider: Any = None) -> Fast
             )
         ],
         [catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name],
+        reflection=settings.grpc_reflection,
     )
 
     async def seed() -> None:

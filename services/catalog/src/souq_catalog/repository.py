@@ -50,6 +50,8 @@ products = Table(
     Column("price_amount_cents", BigInteger, nullable=False),
     Column("price_currency", String(3), nullable=False),
     Column("image_url", String(500), nullable=False, server_default=""),
+    # Counts the product's price changes: consumers order its price events by it, not by clocks.
+    Column("price_version", BigInteger, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     CheckConstraint("price_amount_cents > 0", name="ck_products_price_positive"),
@@ -83,8 +85,10 @@ _SET_PRICE = (
     .values(
         price_amount_cents=bindparam("amount_cents"),
         price_currency=bindparam("currency"),
+        price_version=products.c.price_version + 1,
         updated_at=bindparam("now"),
     )
+    .returning(products.c.price_version)
 )
 _FTS_MATCH = text("SELECT rowid FROM products_fts WHERE products_fts MATCH :q").columns(
     column("rowid", Integer)
@@ -188,10 +192,13 @@ class ProductRepository:
         row = await tx.one(_BY_ID_FOR_UPDATE, {"id": product_id})
         return _product(row) if row else None
 
-    async def set_price(self, tx: Transaction, product_id: int, price: Money) -> datetime:
-        """Change the price in the caller's transaction (which also records its event)."""
+    async def set_price(
+        self, tx: Transaction, product_id: int, price: Money
+    ) -> tuple[datetime, int]:
+        """Change the price in the caller's transaction (which also records its event); when,
+        and the product's price version, one more than before."""
         now = datetime.now(UTC)
-        await tx.execute(
+        version = await tx.scalar(
             _SET_PRICE,
             {
                 "product_id": product_id,
@@ -200,7 +207,7 @@ class ProductRepository:
                 "now": now,
             },
         )
-        return now
+        return now, int(version)
 
     async def is_empty(self) -> bool:
         return await self._db.scalar(_COUNT_PRODUCTS) == 0

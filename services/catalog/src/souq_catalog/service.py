@@ -82,8 +82,8 @@ class CatalogService:
                 raise ProductNotFound(product_id)
             if product.price == price:
                 return product
-            changed_at = await self._products.set_price(tx, product_id, price)
-            await self._outbox.add(tx, _price_changed(product, price, changed_at))
+            changed_at, version = await self._products.set_price(tx, product_id, price)
+            await self._outbox.add(tx, _price_changed(product, price, changed_at, version))
         return replace(product, price=price)
 
     async def import_catalog(self, cats: Sequence[Category], items: Sequence[NewProduct]) -> bool:
@@ -104,7 +104,9 @@ def _product_created(product: Product) -> ProductCreated:
     )
 
 
-def _price_changed(product: Product, price: Money, changed_at: datetime) -> ProductPriceChanged:
+def _price_changed(
+    product: Product, price: Money, changed_at: datetime, version: int
+) -> ProductPriceChanged:
     return ProductPriceChanged(
         product_id=product.id,
         sku=product.sku,
@@ -114,4 +116,5 @@ def _price_changed(product: Product, price: Money, changed_at: datetime) -> Prod
             amount_cents=product.price.amount_cents, currency=product.price.currency
         ),
         changed_at=changed_at,
+        price_version=version,
     )

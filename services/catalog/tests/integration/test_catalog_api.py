@@ -1049,5 +1049,89 @@ async def test_a_price_change_commits_a_product_price_changed_event(
     assert changes[0]["sku"] == created["sku"]
 
 
+async def test_each_price_change_carries_the_next_price_version_of_its_product(
+    http: aiohttp.ClientSession, catalog: ServiceProcess, created: dict[str, Any]
+) -> None:
+    path = f"/v1/admin/products/{created['id']}/price"
+    for cents in (101, 102, 103):
+        ok(await call(http, "PUT", path, body={"amount_cents": cents, "currency": "USD"}))
+
+    assert catalog.data_dir is not None
+    with sqlite3.connect(catalog.data_dir / "catalog.db") as db:
+        bodies = db.execute(
+            "SELECT body FROM outbox WHERE type = 'catalog.ProductPriceChanged.v1' ORDER BY seq"
+        ).fetchall()
+    events = [json.loads(body)["data"] for (body,) in bodies]
+    changes = [e for e in events if e["product_id"] == created["id"]]
+    assert [(e["price"]["amount_cents"], e["price_version"]) for e in changes] == [
+        (101, 1),
+        (102, 2),
+        (103, 3),
+    ]
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+# Content a storefront would show: refused when it could run or mislead there
+
+UNSAFE_PRODUCTS = [
+    pytest.param({"image_url": "javascript:alert(document.cookie)"}, "image_url", id="js-url"),
+    pytest.param({"image_url": "JaVaScRiPt:alert(1)"}, "image_url", id="js-url-mixed-case"),
+    pytest.param({"image_url": " javascript:alert(1)"}, "image_url", id="js-url-space"),
+    pytest.param({"image_url": "java\tscript:alert(1)"}, "image_url", id="js-url-tab"),
+    pytest.param({"image_url": "data:text/html,<script>x</script>"}, "image_url", id="data-url"),
+    pytest.param({"image_url": "vbscript:msgbox(1)"}, "image_url", id="vbscript-url"),
+    pytest.param({"image_url": "//evil.example/x.jpg"}, "image_url", id="protocol-relative"),
+    pytest.param({"image_url": "/\\evil.example/x.jpg"}, "image_url", id="backslash-host"),
+    pytest.param({"image_url": "https:///x.jpg"}, "image_url", id="https-no-host"),
+    pytest.param({"image_url": "images/x.jpg"}, "image_url", id="relative-path"),
+    pytest.param({"name": "<img src=x onerror=alert(1)>"}, "name", id="html-name"),
+    pytest.param({"name": "Lamp\u202egnp.exe"}, "name", id="bidi-override-name"),
+    pytest.param({"name": "Lamp\x00"}, "name", id="nul-name"),
+    pytest.param({"description": "<script>alert(1)</script>"}, "description", id="html-desc"),
+    pytest.param({"description": "a\x1b[31m"}, "description", id="escape-desc"),
+    pytest.param({"price": {"amount_cents": 100, "currency": "ABC"}}, "currency", id="not-iso"),
+    pytest.param({"price": {"amount_cents": 100, "currency": "XTS"}}, "currency", id="test-code"),
+]
+
+
+@pytest.mark.parametrize(("changes", "field"), UNSAFE_PRODUCTS)
+async def test_content_a_storefront_could_execute_is_refused_with_a_clear_problem(
+    http: aiohttp.ClientSession, changes: dict[str, Any], field: str
+) -> None:
+    body = new(**changes)
+
+    problem = assert_problem(await call(http, "POST", "/v1/admin/products", body=body), 422)
+
+    assert field in json.dumps(problem)
+    assert_problem(await call(http, "GET", f"/v1/products/by-sku/{body['sku']}"), 404)
+
+
+async def test_a_price_in_a_currency_that_is_not_iso_4217_is_refused(
+    http: aiohttp.ClientSession, created: dict[str, Any]
+) -> None:
+    path = f"/v1/admin/products/{created['id']}/price"
+
+    problem = assert_problem(await call(http, "PUT", path, body=price(currency="QQQ")), 422)
+
+    assert "ISO 4217" in json.dumps(problem)
+    assert ok(await call(http, "PUT", path, body=price(currency="EUR")))["price"]["currency"] == (
+        "EUR"
+    )
+
+
+@pytest.mark.parametrize(
+    "image_url",
+    ["", "/images/products/lantern.jpg", "https://cdn.example/a.jpg", "http://img.example/b.png"],
+)
+async def test_plain_text_and_real_image_urls_are_accepted(
+    http: aiohttp.ClientSession, image_url: str
+) -> None:
+    body = new(name='Brass & Copper "Moon" Lantern', description="Line one.\nLine two.")
+    body["image_url"] = image_url
+
+    product = ok(await call(http, "POST", "/v1/admin/products", body=body), 201)
+
+    assert (product["name"], product["image_url"]) == (body["name"], image_url)

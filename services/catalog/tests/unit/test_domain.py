@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from souq_catalog.domain import (
+    ISO_4217,
     MAX_PRICE_CENTS,
     MAX_SEARCH_TERMS,
     InvalidProduct,
@@ -212,3 +213,51 @@ def test_a_search_uses_at_most_the_first_few_terms() -> None:
 def test_a_search_without_any_letter_or_digit_is_rejected(text: str) -> None:
     with pytest.raises(InvalidProduct, match="letter or digit"):
         search_terms(text)
+
+
+def test_the_currency_list_is_iso_4217_as_pycountry_has_it() -> None:
+    import pycountry
+
+    not_money = {"XAD", "XAG", "XAU", "XBA", "XBB", "XBC", "XBD", "XDR", "XPD", "XPT", "XSU"}
+    not_money |= {"XTS", "XUA", "XXX"}
+    listed = {c.alpha_3 for c in pycountry.currencies}
+
+    assert listed - not_money == ISO_4217
+
+
+@pytest.mark.parametrize("code", ["ABC", "usd", "US", "XTS", "XXX", "XAU"])
+def test_a_price_in_anything_but_an_iso_4217_currency_is_refused(code: str) -> None:
+    with pytest.raises(InvalidProduct, match="ISO 4217"):
+        Money(100, code)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "javascript:alert(1)",
+        "data:image/png;base64,AAAA",
+        "vbscript:x",
+        "//evil.example/a.jpg",
+        "/\\evil.example",
+        "ftp://files.example/a.jpg",
+        "https://",
+        "http://[::1",
+        "/images/a b.jpg",
+        "/images/\x7f.jpg",
+    ],
+)
+def test_an_image_url_is_http_or_a_site_path_and_nothing_else(url: str) -> None:
+    with pytest.raises(InvalidProduct, match="image_url"):
+        new_product(image_url=url)
+
+
+@pytest.mark.parametrize("name", ["<b>Kettle</b>", "Kettle >", "Ket\ttle", "Ket\u200btle"])
+def test_a_name_with_markup_or_invisible_characters_is_refused(name: str) -> None:
+    with pytest.raises(InvalidProduct, match="name"):
+        new_product(name=name)
+
+
+def test_a_description_may_have_line_breaks_but_no_markup() -> None:
+    assert new_product(description="One.\n\tTwo & three.").description
+    with pytest.raises(InvalidProduct, match="description"):
+        new_product(description="<iframe src=x>")

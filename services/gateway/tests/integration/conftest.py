@@ -151,10 +151,11 @@ def gateway(_system: _System) -> ServiceProcess:
 
 @pytest.fixture(scope="session")
 def new_gateway(catalog: ServiceProcess, issuer: TokenIssuer) -> GatewayFactory:
-    """`new_gateway(inventory_target, **settings)`: an unstarted gateway before the catalog."""
+    """`new_gateway(inventory_target, jwks_url=..., **settings)`: an unstarted gateway before
+    the catalog, fetching keys from the session's issuer unless `jwks_url` says otherwise."""
 
-    def build(inventory_target: str, **settings: object) -> ServiceProcess:
-        return _gateway(catalog.url, inventory_target, issuer.jwks_url, **settings)
+    def build(inventory_target: str, jwks_url: str = "", **settings: object) -> ServiceProcess:
+        return _gateway(catalog.url, inventory_target, jwks_url or issuer.jwks_url, **settings)
 
     return build
 

@@ -3,7 +3,9 @@ nothing else — internal routes of the services behind it are not reachable thr
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
+from html.parser import HTMLParser
 from http import HTTPStatus
 from typing import Any
 
@@ -56,6 +58,36 @@ async def test_the_interactive_docs_are_served_as_html(
 
     assert f"{API}/openapi.json" in page
     assert "swagger" in page.lower()
+
+
+async def test_the_docs_page_loads_only_pinned_assets_checked_by_integrity_hashes(
+    http: aiohttp.ClientSession, gateway: ServiceProcess
+) -> None:
+    async with http.get(f"{gateway.url}{API}/docs") as response:
+        page = await response.text()
+    assets = AssetsOf()
+    assets.feed(page)
+
+    assert {tag for tag, _ in assets.found} == {"script", "link"}  # the bundle and its CSS
+    for tag, attributes in assets.found:
+        url = attributes.get("src") or attributes.get("href") or ""
+        assert re.fullmatch(r"https://cdn\.jsdelivr\.net/npm/swagger-ui-dist@\d+\.\d+\.\d+/.+", url)
+        assert (attributes.get("integrity") or "").startswith("sha384-"), (tag, attributes)
+        assert attributes.get("crossorigin") == "anonymous"
+
+
+class AssetsOf(HTMLParser):
+    """The external scripts and stylesheets of a page (inline ones and data: URLs aside)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        url = attributes.get("src") or attributes.get("href")
+        if tag in ("script", "link", "img", "iframe") and url and not url.startswith("data:"):
+            self.found.append((tag, attributes))
 
 
 async def test_an_unknown_route_is_a_404_problem(

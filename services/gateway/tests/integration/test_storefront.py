@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -28,13 +29,22 @@ async def get_json(http: aiohttp.ClientSession, url: str, **params: Any) -> Any:
         return await response.json()
 
 
-async def stock_of(http: aiohttp.ClientSession, inventory: ServiceProcess, sku: str) -> int | None:
-    """Units inventory says are available, asked directly; None if it has no record of the SKU."""
-    async with http.get(f"{inventory.url}/v1/stock/{sku}") as response:
-        if response.status == 404:
-            return None
-        assert response.status == 200
-        return int((await response.json())["available"])
+@pytest.fixture
+def stock_of(
+    http: aiohttp.ClientSession, inventory: ServiceProcess, issuer: TokenIssuer
+) -> Callable[[str], Awaitable[int | None]]:
+    """`await stock_of(sku)`: units inventory says are available, asked directly (as an
+    administrator: stock levels are not public); None if it has no record of the SKU."""
+    admin = issuer.bearer("stock-reader", ("admin",))
+
+    async def available(sku: str) -> int | None:
+        async with http.get(f"{inventory.url}/v1/stock/{sku}", headers=admin) as response:
+            if response.status == 404:
+                return None
+            assert response.status == 200
+            return int((await response.json())["available"])
+
+    return available
 
 
 @pytest.mark.parametrize(
@@ -48,9 +58,10 @@ async def test_a_product_page_joins_catalog_details_with_inventory_stock(
     inventory: ServiceProcess,
     sku: str,
     expected: str,
+    stock_of: Callable[[str], Awaitable[int | None]],
 ) -> None:
     from_catalog = await get_json(http, f"{catalog.url}/v1/products/by-sku/{sku}")
-    available = await stock_of(http, inventory, sku)
+    available = await stock_of(sku)
 
     page = await get_json(http, f"{gateway.url}{API}/products/{from_catalog['id']}")
 
@@ -65,6 +76,7 @@ async def test_the_product_list_shows_availability_for_every_item(
     gateway: ServiceProcess,
     catalog: ServiceProcess,
     inventory: ServiceProcess,
+    stock_of: Callable[[str], Awaitable[int | None]],
 ) -> None:
     listing = await get_json(http, f"{gateway.url}{API}/products", page_size=100)
     from_catalog = await get_json(http, f"{catalog.url}/v1/products", page_size=100)
@@ -73,7 +85,7 @@ async def test_the_product_list_shows_availability_for_every_item(
     assert [item["id"] for item in listing["items"]] == [p["id"] for p in from_catalog["items"]]
     seen = set()
     for item, product in zip(listing["items"], from_catalog["items"], strict=True):
-        available = await stock_of(http, inventory, item["sku"])
+        available = await stock_of(item["sku"])
         assert item["name"] == product["name"] and item["price"] == product["price"]
         assert item["available_quantity"] == (available or 0), item["sku"]
         assert item["availability"] == label_for(available or 0), item["sku"]
@@ -169,6 +181,7 @@ async def test_a_product_inventory_does_not_track_cannot_be_bought_until_restock
     gateway: ServiceProcess,
     inventory: ServiceProcess,
     issuer: TokenIssuer,
+    stock_of: Callable[[str], Awaitable[int | None]],
 ) -> None:
     new = {
         "sku": "TST-UNTRACKED-1",
@@ -185,7 +198,7 @@ async def test_a_product_inventory_does_not_track_cannot_be_bought_until_restock
     url = f"{gateway.url}{API}/products/{product_id}"
 
     untracked = await get_json(http, url)
-    assert await stock_of(http, inventory, new["sku"]) is None
+    assert await stock_of(new["sku"]) is None
     assert (untracked["sku"], untracked["price"]) == (new["sku"], new["price"])
     assert (untracked["availability"], untracked["available_quantity"]) == ("out_of_stock", 0)
 

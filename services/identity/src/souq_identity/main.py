@@ -99,6 +99,7 @@ class IdentitySettings(DatabaseSettings, MessagingSettings):
         if key := self.key_encryption_key.get_secret_value():
             return KeyEncryption(_decode_kek(key, "IDENTITY_KEY_ENCRYPTION_KEY"))
         return KeyEncryption()
+
     # Sign-in and sign-up attempts (token buckets: a rate per second and a burst), whatever
     # the gateway does: per account and client, 5, then one every 10 s; per client, looser.
     account_sign_in_rate_per_s: float = Field(default=0.1, gt=0)

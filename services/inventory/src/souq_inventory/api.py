@@ -1,4 +1,7 @@
-"""Inventory HTTP routes: stock lookups and the admin restock."""
+"""Inventory HTTP routes, for administrators only: stock lookups and the restock.
+
+Shoppers see availability through the gateway (gRPC `GetAvailability`), never the stock.
+"""
 
 from __future__ import annotations
 
@@ -41,12 +44,13 @@ class RestockBody(BaseModel):
 
 
 def include(app: FastAPI, inventory: InventoryService) -> None:
-    public = APIRouter(prefix="/v1", tags=["inventory"])
+    # Stock levels are business data: reading them needs the admin role too.
+    stock = APIRouter(prefix="/v1", tags=["inventory"], dependencies=[Depends(current_admin)])
     admin = APIRouter(
         prefix="/v1/admin", tags=["inventory admin"], dependencies=[Depends(current_admin)]
     )
 
-    @public.get("/stock/{sku}")
+    @stock.get("/stock/{sku}")
     async def get_stock(sku: Sku) -> StockBody:
         return StockBody.of(await inventory.stock_of(sku))
 
@@ -54,7 +58,7 @@ def include(app: FastAPI, inventory: InventoryService) -> None:
     async def restock(sku: Sku, body: RestockBody) -> StockBody:
         return StockBody.of(await inventory.restock(sku, body.quantity))
 
-    app.include_router(public)
+    app.include_router(stock)
     app.include_router(admin)
 
     async def inventory_error(request: Request, exc: Exception) -> Response:

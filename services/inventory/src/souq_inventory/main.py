@@ -62,6 +62,7 @@ def build_app(settings: InventorySettings, *, tracer_provider: Any = None) -> Fa
         metrics,
         [lambda s: inventory_pb2_grpc.add_InventoryServiceServicer_to_server(servicer, s)],
         [inventory_pb2.DESCRIPTOR.services_by_name["InventoryService"].full_name],
+        reflection=settings.grpc_reflection,
     )
 
     async def seed() -> None:

@@ -14,8 +14,9 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from souq.inventory.v1 import inventory_pb2, inventory_pb2_grpc
-from souq_chassis.testing import Reply, TokenIssuer, assert_problem, call
+from souq_chassis.testing import Reply, ServiceProcess, TokenIssuer, assert_problem, call
 
 BODY_LIMIT = 64 * 1024
 MAX_RESTOCK = 1_000_000
@@ -305,10 +306,10 @@ async def test_the_database_itself_refuses_impossible_stock(
 
 
 async def test_restock_is_for_administrators_only(
-    anonymous: aiohttp.ClientSession, issuer: TokenIssuer
+    http: aiohttp.ClientSession, anonymous: aiohttp.ClientSession, issuer: TokenIssuer
 ) -> None:
     path = "/v1/admin/stock/KIT-0001/restock"
-    before = await stock_of(anonymous, "KIT-0001")
+    before = await stock_of(http, "KIT-0001")
 
     assert_problem(await call(anonymous, "POST", path, body={"quantity": 5}), 401)
     for kind, token in issuer.forged().items():
@@ -319,4 +320,28 @@ async def test_restock_is_for_administrators_only(
     reply = await call(anonymous, "POST", path, body={"quantity": 5}, headers=customer)
     assert_problem(reply, 403)
 
-    assert await stock_of(anonymous, "KIT-0001") == before
+    assert await stock_of(http, "KIT-0001") == before
+
+
+async def test_stock_levels_are_for_administrators_only(
+    anonymous: aiohttp.ClientSession, issuer: TokenIssuer
+) -> None:
+    path = "/v1/stock/KIT-0001"
+
+    assert_problem(await call(anonymous, "GET", path), 401)
+    for kind, token in issuer.forged().items():
+        headers = {"Authorization": f"Bearer {token}"}
+        assert (await call(anonymous, "GET", path, headers=headers)).status == 401, kind
+    customer = issuer.bearer("customer-1", ("customer",))
+    assert_problem(await call(anonymous, "GET", path, headers=customer), 403)
+
+
+async def test_grpc_reflection_is_off_by_default(inventory: ServiceProcess) -> None:
+    async with grpc.aio.insecure_channel(inventory.grpc_target) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        ask = reflection_pb2.ServerReflectionRequest(list_services="")
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            async for _ in stub.ServerReflectionInfo(iter([ask]), timeout=5):
+                pass
+
+    assert refused.value.code() is grpc.StatusCode.UNIMPLEMENTED
