@@ -70,7 +70,7 @@ async def test_signing_keys_are_sealed_at_rest_and_old_tokens_still_verify(
     # A local run without a key-encryption key keeps the key as PEM (in a 0600 file).
     with identity_on(tmp_path, broker_url).serving() as first:
         async with aiohttp.ClientSession(first.url) as http:
-            assert (await call(http, "POST", "/v1/register", body=body)).status == 201
+            assert (await call(http, "POST", "/v1/register", body=body)).status == 202
             old_token = (await call(http, "POST", "/v1/login", body=body)).json()["access_token"]
     [(kid, pem)] = stored_keys(tmp_path).items()
     assert pem.startswith(b"-----BEGIN PRIVATE KEY-----")

@@ -51,7 +51,7 @@ async def test_identitys_database_is_private_whatever_the_umask(
     with umask(mask), service.serving():
         async with aiohttp.ClientSession(service.url) as http:
             body = {"email": f"u-{uuid.uuid4().hex[:8]}@example.com", "password": "pw long enough"}
-            assert (await call(http, "POST", "/v1/register", body=body)).status == 201
+            assert (await call(http, "POST", "/v1/register", body=body)).status == 202
             assert (await call(http, "POST", "/v1/login", body=body)).status == 200
         names = {p.name for p in data_dir.iterdir()}
         assert {"identity.db", "identity.db-wal", "identity.db-shm"} <= names
