@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import secrets
+import shlex
 import socket
 import sys
 import urllib.request
@@ -19,9 +20,10 @@ import psutil
 import typer
 from rich.console import Console
 from rich.table import Table
-from souq.events.topology import SUBSCRIPTIONS
+from souq.events.topology import SUBSCRIPTIONS, publications
 from souq_chassis.messaging.broker import Broker, open_broker
 from souq_chassis.messaging.nats_broker import without_credentials
+from souq_chassis.messaging.rabbit_access import rabbitmqctl_commands, service_access
 
 from souq_cli import broker_users
 from souq_cli.services import DEFAULT_PORTS, broker_url, external_broker, services
@@ -416,6 +418,29 @@ def dlq_replay(
         console.print(f"[red]No dead letter {message_id}.[/]")
         raise typer.Exit(1)
     console.print(f"Replayed {message_id}.")
+
+
+@app.command("rabbitmq-users")
+def rabbitmq_users(
+    vhost: Annotated[str, typer.Option(help="The RabbitMQ vhost Souq uses.")] = "/",
+    namespace: Annotated[str, typer.Option(help="The URL's ?namespace=, if any.")] = "",
+    admin_url: Annotated[
+        str, typer.Option(help="amqp://… of an administrator: declare the topology through it.")
+    ] = "",
+) -> None:
+    """Print the rabbitmqctl commands that make one user per service, allowed to publish its
+    own message types and consume its own queues only (with a new password each)."""
+    if admin_url:
+        asyncio.run(_with_broker(admin_url, lambda b: b.declare(SUBSCRIPTIONS)))
+    published = publications()
+    for service in sorted(set(published) | set(SUBSCRIPTIONS)):
+        password = secrets.token_hex(16)  # no leading "-" that rabbitmqctl would parse
+        access = service_access(
+            service, SUBSCRIPTIONS, published.get(service, []), namespace=namespace
+        )
+        print(f"# {service}: SOUQ_BROKER_URL=amqp://{service}:{password}@HOST:5672/...")
+        for command in rabbitmqctl_commands(access, vhost, password):
+            print(shlex.join(command))
 
 
 if __name__ == "__main__":

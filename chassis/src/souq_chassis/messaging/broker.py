@@ -7,10 +7,13 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import structlog
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 T = TypeVar("T")
 log = structlog.get_logger("souq.broker")
@@ -126,11 +129,14 @@ class Broker(Protocol):
         """Remove this namespace's streams or queues and exchanges (test teardown)."""
 
 
-def open_broker(url: str, *, client_name: str = "souq") -> Broker:
+def open_broker(
+    url: str, *, client_name: str = "souq", registry: CollectorRegistry | None = None
+) -> Broker:
     """A broker for `nats://…` (JetStream) or `amqp://…` (RabbitMQ).
 
     `?namespace=NAME` on the URL prefixes every stream, subject, exchange and queue, so that
     several systems (or test runs) can share one broker without seeing each other.
+    `registry` receives the broker's own metrics (RabbitMQ: `messages_unroutable_total`).
     """
     parts = urlsplit(url)
     namespace = parse_qs(parts.query).get("namespace", [""])[0]
@@ -144,7 +150,7 @@ def open_broker(url: str, *, client_name: str = "souq") -> Broker:
     if parts.scheme in {"amqp", "amqps"}:
         from souq_chassis.messaging.rabbit_broker import RabbitBroker
 
-        return RabbitBroker(bare, client_name, namespace)
+        return RabbitBroker(bare, client_name, namespace, registry)
     raise ValueError(f"unsupported broker URL {url!r}: use nats://… or amqp://…")
 
 

@@ -1,19 +1,23 @@
 """RabbitMQ: a durable topic exchange of events, a durable queue per consuming service, publisher
-confirms and manual acks. A retry waits in the consumer's retry queue until its per-message TTL
-expires and the queue's dead-letter exchange routes it back, so a failing message never holds
-up the ones behind it. What keeps failing goes to the consumer's dead-letter queue."""
+confirms and manual acks. Publishing is `mandatory`: a message no queue is bound for comes
+back, and if its type has a declared subscriber it counts as not delivered (the outbox retries
+it); before the first publish of a type, the queues of its subscribers are declared (or checked).
+A retry waits in the consumer's delay queue until its per-message TTL expires and the queue's
+dead-letter exchange routes it back, so a failing message never holds up the ones behind it.
+What keeps failing goes to the consumer's dead-letter queue."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import aio_pika
 import aiormq
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
+from prometheus_client import CollectorRegistry, Counter
 
 from souq_chassis.messaging.broker import (
     Ack,
@@ -28,22 +32,47 @@ from souq_chassis.messaging.broker import (
 )
 
 log = structlog.get_logger("souq.broker")
+_REFUSED = (aiormq.exceptions.ChannelAccessRefused,)
+_MISSING = (aiormq.exceptions.ChannelNotFoundEntity,)
 
 
 class RabbitBroker:
-    def __init__(self, url: str, client_name: str = "souq", namespace: str = "") -> None:
+    """Exchanges `souq.events` (topic: events by type) and `souq.consumers` (topic: a
+    consumer's own keys `C.retry`, `C.due`, `C.dead`); per consumer C the queues `souq.C`,
+    `souq.C.delay` (retries wait for their TTL, then go back by `C.due`) and `souq.C.dead`.
+    Every name carries the namespace prefix, if any (`ns.souq.events`)."""
+
+    def __init__(
+        self,
+        url: str,
+        client_name: str = "souq",
+        namespace: str = "",
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self.url = url
         self._name = client_name
         self._connection: Any = None
         self._publisher: Any = None
-        self._exchange: Any = None
-        self._ready = asyncio.Event()  # set once connected and declared
+        self._connected = asyncio.Event()
+        self._topology = asyncio.Event()  # set once declare() gave the subscriptions
+        self._subscriptions: dict[str, list[str]] = {}
+        self._ensured: set[str] = set()  # types whose every subscriber's queue is known to exist
+        self._background: set[asyncio.Task[None]] = set()
         self._prefix = f"{namespace}." if namespace else ""
         self.exchange_name = f"{self._prefix}souq.events"
-        self.dead_exchange_name = f"{self._prefix}souq.dead"
+        self.consumers_exchange_name = f"{self._prefix}souq.consumers"
+        self._unroutable = Counter(
+            "messages_unroutable_total",
+            "Published messages no queue was bound for, of types nobody subscribes to.",
+            ["type"],
+            registry=registry,
+        )
 
     def _queue(self, consumer: str) -> str:
         return f"{self._prefix}souq.{consumer}"
+
+    def _subscribers(self, message_type: str) -> list[str]:
+        return [c for c, types in self._subscriptions.items() if message_type in types]
 
     async def connect(self) -> None:
         self._connection = await with_backoff(
@@ -52,24 +81,104 @@ class RabbitBroker:
             ),
             self.url,
         )
+        for name in (self.exchange_name, self.consumers_exchange_name):
+            await self._declare_exchange(name)
         self._publisher = await self._connection.channel(publisher_confirms=True)
-        self._exchange = await self._publisher.declare_exchange(
-            self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        await self._publisher.declare_exchange(
-            self.dead_exchange_name, aio_pika.ExchangeType.DIRECT, durable=True
-        )
-        self._ready.set()
+        self._connection.reconnect_callbacks.add(self._on_reconnect)
+        self._connected.set()
+
+    def _on_reconnect(self, *_: Any) -> None:
+        # The broker may have lost queues (a reset node, a deleted queue): check again before
+        # the next publish of each type, and declare the whole topology again now.
+        self._ensured.clear()
+        if self._subscriptions:
+            task = asyncio.create_task(self._redeclare(), name="broker-redeclare")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _redeclare(self) -> None:
+        try:
+            for name in (self.exchange_name, self.consumers_exchange_name):
+                await self._declare_exchange(name)
+            await self.declare(self._subscriptions)
+        except Exception as exc:  # the next publish declares what it needs
+            log.warning("broker_redeclare_failed", error=str(exc) or type(exc).__name__)
+
+    async def _on_channel(self, action: Callable[[Any], Awaitable[Any]]) -> Any:
+        """Run `action` on a channel of its own: a refusal closes the channel it happens on."""
+        channel = await self._connection.channel()
+        try:
+            return await action(channel)
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+    async def _declare_or_check(
+        self,
+        declare: Callable[[Any], Awaitable[Any]],
+        check: Callable[[Any], Awaitable[Any]],
+        what: str,
+    ) -> bool:
+        """Declare; a user without the permission to (an administrator declared the topology
+        for it) checks that it exists instead. False if it does not."""
+        try:
+            await self._on_channel(declare)
+            return True
+        except _REFUSED:
+            pass
+        try:
+            await self._on_channel(check)
+            return True
+        except _MISSING:
+            log.warning("broker_topology_missing", missing=what)
+            return False
+
+    async def _declare_exchange(self, name: str) -> bool:
+        async def declare(channel: Any) -> Any:
+            return await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
+
+        async def check(channel: Any) -> Any:
+            return await channel.declare_exchange(name, passive=True)
+
+        return await self._declare_or_check(declare, check, name)
+
+    async def _declare_queues(self, consumer: str, types: Sequence[str]) -> bool:
+        async def declare(channel: Any) -> Any:
+            return await self._declare_consumer(channel, consumer, types)
+
+        async def check(channel: Any) -> Any:
+            return await channel.declare_queue(self._queue(consumer), passive=True)
+
+        return await self._declare_or_check(declare, check, self._queue(consumer))
 
     async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 await self._connection.close()
             self._connection = None
+        self._connected.clear()
+
+    async def _ensure(self, types: set[str]) -> None:
+        """Make sure the queue of every declared subscriber of these types exists (declaring
+        it if allowed) before publishing: RabbitMQ drops what no queue is bound for."""
+        for message_type in types - self._ensured:
+            for consumer in self._subscribers(message_type):
+                if not await self._declare_queues(consumer, self._subscriptions[consumer]):
+                    raise BrokerUnavailable(f"the queue of {consumer} does not exist yet")
+            self._ensured.add(message_type)
 
     async def publish(self, messages: Sequence[Outgoing], timeout_s: float = 5.0) -> None:
-        if not self._ready.is_set() or self._connection.is_closed:
+        if not self._connected.is_set() or self._connection is None or self._connection.is_closed:
             raise BrokerUnavailable("not connected")
+        try:
+            await asyncio.wait_for(self._topology.wait(), timeout_s)
+            await self._ensure({m.type for m in messages})
+        except TimeoutError as exc:
+            raise BrokerUnavailable("the topology is not declared yet") from exc
+        except aiormq.exceptions.AMQPError as exc:
+            raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
         # aiormq (under aio-pika) directly: building aio-pika Message objects cost more than
         # the publish itself (1.3k vs 4k+ confirmed messages/s measured here).
         channel = await self._publisher.get_underlay_channel()
@@ -78,6 +187,8 @@ class RabbitBroker:
                 m.body,
                 exchange=self.exchange_name,
                 routing_key=m.type,
+                # Returned, not dropped, when no queue is bound for it.
+                mandatory=True,
                 properties=aiormq.spec.Basic.Properties(
                     message_id=m.id,
                     message_type=m.type,
@@ -91,40 +202,54 @@ class RabbitBroker:
             results = await asyncio.wait_for(asyncio.gather(*confirms), timeout_s)
         except Exception as exc:
             raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        if not all(isinstance(r, aiormq.spec.Basic.Ack) for r in results):
-            raise BrokerUnavailable("the broker refused (nacked) some messages")
+        undelivered: set[str] = set()
+        for message, result in zip(messages, results, strict=True):
+            if isinstance(result, aiormq.abc.DeliveredMessage):  # returned: no queue took it
+                if self._subscribers(message.type):
+                    undelivered.add(message.type)
+                    self._ensured.discard(message.type)
+                else:
+                    self._unroutable.labels(message.type).inc()
+            elif not isinstance(result, aiormq.spec.Basic.Ack):
+                raise BrokerUnavailable("the broker refused (nacked) some messages")
+        if undelivered:
+            raise BrokerUnavailable(
+                f"no queue took messages of {sorted(undelivered)}, which have subscribers"
+            )
 
     async def declare(self, subscriptions: Mapping[str, Sequence[str]]) -> None:
-        channel = await self._connection.channel()
-        try:
-            for consumer, types in subscriptions.items():
-                await self._declare(channel, consumer, types)
-        finally:
-            await channel.close()
+        self._subscriptions = {c: list(types) for c, types in subscriptions.items()}
+        self._topology.set()
+        for consumer, types in self._subscriptions.items():
+            await self._declare_queues(consumer, types)
 
-    async def _declare(self, channel: Any, consumer: str, types: Sequence[str]) -> Any:
+    async def _declare_consumer(self, channel: Any, consumer: str, types: Sequence[str]) -> Any:
         name = self._queue(consumer)
         queue = await channel.declare_queue(name, durable=True)
-        exchange = await channel.get_exchange(self.exchange_name)
         for message_type in types:
-            await queue.bind(exchange, routing_key=message_type)
-        # Retries wait here; on expiry the default exchange routes them back to the queue.
-        await channel.declare_queue(
-            f"{name}.retry",
+            await queue.bind(self.exchange_name, routing_key=message_type)
+        await queue.bind(self.consumers_exchange_name, routing_key=f"{consumer}.due")
+        # Retries wait here for their TTL; then the queue dead-letters them back by `C.due`.
+        delay = await channel.declare_queue(
+            f"{name}.delay",
             durable=True,
-            arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": name},
+            arguments={
+                "x-dead-letter-exchange": self.consumers_exchange_name,
+                "x-dead-letter-routing-key": f"{consumer}.due",
+            },
         )
+        await delay.bind(self.consumers_exchange_name, routing_key=f"{consumer}.retry")
         dead = await channel.declare_queue(f"{name}.dead", durable=True)
-        await dead.bind(await channel.get_exchange(self.dead_exchange_name), routing_key=consumer)
+        await dead.bind(self.consumers_exchange_name, routing_key=f"{consumer}.dead")
         return queue
 
     async def consume(
         self, consumer: str, types: Sequence[str], handle: Handler, batch: int = 256
     ) -> None:
-        await self._ready.wait()  # a service may start before its broker
+        await self._connected.wait()  # a service may start before its broker
         channel = await self._connection.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=batch)
-        queue = await self._declare(channel, consumer, types)
+        queue = await self._declare_consumer(channel, consumer, types)
         waiting: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         await queue.consume(waiting.put)
         while True:
@@ -167,7 +292,8 @@ class RabbitBroker:
     ) -> None:
         headers = {**(message.headers or {}), "x-souq-attempt": attempt + 1}
         retry = self._copy(message, headers, expiration=max(delay_s, 0.001))
-        await channel.default_exchange.publish(retry, routing_key=f"{self._queue(consumer)}.retry")
+        exchange = await channel.get_exchange(self.consumers_exchange_name, ensure=False)
+        await exchange.publish(retry, routing_key=f"{consumer}.retry")
 
     async def _dead_letter(
         self, channel: Any, consumer: str, message: Any, reason: str, attempt: int
@@ -178,8 +304,8 @@ class RabbitBroker:
             "x-souq-error": reason[:1000],
             "x-souq-attempts": attempt,
         }
-        dead_exchange = await channel.get_exchange(self.dead_exchange_name)
-        await dead_exchange.publish(self._copy(message, headers), routing_key=consumer)
+        exchange = await channel.get_exchange(self.consumers_exchange_name, ensure=False)
+        await exchange.publish(self._copy(message, headers), routing_key=f"{consumer}.dead")
 
     async def lag(self, consumer: str) -> int:
         channel = await self._connection.channel()
@@ -194,7 +320,7 @@ class RabbitBroker:
         channel = await self._connection.channel()
         try:
             for consumer in consumers:
-                for suffix, detail in (("", "queue"), (".retry", "to retry"), (".dead", "dead")):
+                for suffix, detail in (("", "queue"), (".delay", "to retry"), (".dead", "dead")):
                     name = f"{self._queue(consumer)}{suffix}"
                     with contextlib.suppress(Exception):
                         queue = await channel.declare_queue(name, passive=True)
@@ -209,10 +335,10 @@ class RabbitBroker:
         """Remove this namespace's queues and exchanges (tests)."""
         channel = await self._connection.channel()
         for consumer in consumers:
-            for suffix in ("", ".retry", ".dead"):
+            for suffix in ("", ".delay", ".dead"):
                 with contextlib.suppress(Exception):
                     await channel.queue_delete(f"{self._queue(consumer)}{suffix}")
-        for name in (self.exchange_name, self.dead_exchange_name):
+        for name in (self.exchange_name, self.consumers_exchange_name):
             with contextlib.suppress(Exception):
                 await channel.exchange_delete(name)
         await channel.close()

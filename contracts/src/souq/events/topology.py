@@ -10,3 +10,14 @@ SUBSCRIPTIONS: dict[str, list[str]] = {
     "inventory": [ProductCreated.type_name()],
     "cart": [ProductPriceChanged.type_name()],
 }
+
+
+def publications() -> dict[str, list[str]]:
+    """The types each service publishes: a type's first name is its publisher's
+    (`catalog.ProductCreated.v1` is catalog's)."""
+    from souq.events.base import message_types
+
+    found: dict[str, list[str]] = {}
+    for name in sorted(message_types()):
+        found.setdefault(name.split(".", 1)[0], []).append(name)
+    return found

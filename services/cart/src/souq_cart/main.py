@@ -62,7 +62,7 @@ def build_app(settings: CartSettings, *, tracer_provider: Any = None) -> FastAPI
         CartLimits(settings.max_quantity, settings.max_lines),
         price_ttl_s=settings.price_ttl_s,
     )
-    broker = open_broker(settings.broker_url, client_name=SERVICE)
+    broker = open_broker(settings.broker_url, client_name=SERVICE, registry=metrics.registry)
     consumer = Consumer(SERVICE, db, broker, handlers.subscriptions(carts), metrics.registry)
 
     app = create_app(

@@ -64,7 +64,7 @@ def demo_catalog() -> tuple[list[Category], list[NewProduct]]:
 def build_app(settings: CatalogSettings, *, tracer_provider: Any = None) -> FastAPI:
     metrics = Metrics()
     db = open_database(settings.resolved_database_url(SERVICE), tracer_provider=tracer_provider)
-    broker = open_broker(settings.broker_url, client_name=SERVICE)
+    broker = open_broker(settings.broker_url, client_name=SERVICE, registry=metrics.registry)
     outbox = Outbox(db, broker, metrics.registry)
     catalog = CatalogService(db, ProductRepository(db), outbox)
     verifier, identity = jwks_verifier(settings, metrics)

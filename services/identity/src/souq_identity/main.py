@@ -151,7 +151,7 @@ def _decode_kek(text: str, name: str) -> bytes:
 def build_app(settings: IdentitySettings, *, tracer_provider: Any = None) -> FastAPI:
     metrics = Metrics()
     db = open_database(settings.resolved_database_url(SERVICE), tracer_provider=tracer_provider)
-    broker = open_broker(settings.broker_url, client_name=SERVICE)
+    broker = open_broker(settings.broker_url, client_name=SERVICE, registry=metrics.registry)
     outbox = Outbox(db, broker, metrics.registry)
     ring = KeyRing(settings.access_token_ttl_s)
     hashing = HashingBound(

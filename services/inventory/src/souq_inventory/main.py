@@ -52,7 +52,7 @@ def build_app(settings: InventorySettings, *, tracer_provider: Any = None) -> Fa
     metrics = Metrics()
     db = open_database(settings.resolved_database_url(SERVICE), tracer_provider=tracer_provider)
     inventory = InventoryService(StockRepository(db))
-    broker = open_broker(settings.broker_url, client_name=SERVICE)
+    broker = open_broker(settings.broker_url, client_name=SERVICE, registry=metrics.registry)
     consumer = Consumer(SERVICE, db, broker, handlers.subscriptions(inventory), metrics.registry)
     servicer = InventoryServicer(inventory)
     verifier, identity = jwks_verifier(settings, metrics)
