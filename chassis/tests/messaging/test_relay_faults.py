@@ -9,11 +9,11 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import messaging_harness as harness
@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from souq_chassis.app import create_app
 from souq_chassis.db import Database, ServerDatabase, open_database
 from souq_chassis.messaging import outbox as outbox_module
-from souq_chassis.messaging.broker import connected, open_broker
+from souq_chassis.messaging.broker import Broker, Outgoing, connected, open_broker
 from souq_chassis.messaging.outbox import Outbox
 from souq_chassis.metrics import Metrics
 from souq_chassis.testing import EmbeddedNats, reachable, serving
@@ -263,3 +263,41 @@ async def test_a_relay_survives_postgresql_dropping_its_connections(
         await admin.close()
         await relay_db.dispose()
         await producer_db.dispose()
+
+
+class StrayCancellation:
+    """The real broker, but its first publish raises CancelledError though nobody cancelled
+    the relay (as awaiting a future that something else cancelled does)."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        self.url = broker.url
+        self.raised = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._broker, name)
+
+    async def publish(self, messages: Sequence[Outgoing], timeout_s: float = 5.0) -> None:
+        if not self.raised:
+            self.raised = True
+            raise asyncio.CancelledError
+        await self._broker.publish(messages, timeout_s)
+
+
+async def test_a_relay_that_ends_is_started_again(broker_url: str, tmp_path: Path) -> None:
+    producer_db = harness.create_database(tmp_path / "producer.db")
+    consumer_db = harness.create_database(tmp_path / "consumer.db")
+    real, receiver = open_broker(broker_url), open_broker(broker_url)
+    publisher = StrayCancellation(real)
+    outbox = Outbox(producer_db, cast(Broker, publisher), CollectorRegistry())
+    worker = harness.consumer("outage", consumer_db, receiver, CollectorRegistry())
+    async with connected(real, TOPOLOGY), connected(receiver, TOPOLOGY):
+        async with outbox.running(), worker.running():
+            ids = await harness.produce(producer_db, outbox, range(0, 10))
+
+            async def handled() -> bool:
+                return set(ids) <= set(await harness.effect_counts(consumer_db))
+
+            await eventually(handled, 30, "the events after the relay ended once")
+        assert publisher.raised
+        await real.delete_everything(list(TOPOLOGY))
