@@ -2,6 +2,7 @@
 
 Run as a program it is a consumer process (for tests that kill it):
     python harness.py BROKER_URL DB_PATH CONSUMER [--delay-s S] [--fail-sku SKU]
+    (`--started FILE`: the handler creates FILE as it begins, so a test knows it holds messages)
 """
 
 from __future__ import annotations
@@ -68,10 +69,13 @@ def consumer(
     delay_s: float = 0.0,
     failing: set[str] | None = None,
     max_attempts: int = 5,
+    started: Path | None = None,
 ) -> Consumer:
     async def record(tx: Transaction, event: ProductCreated, envelope: Envelope) -> None:
         if failing is not None and event.sku in failing:
             raise RuntimeError(f"cannot handle {event.sku}")
+        if started is not None:
+            await asyncio.to_thread(started.touch)
         if delay_s:
             await asyncio.sleep(delay_s)
         await tx.execute(_EFFECT, {"message_id": envelope.id, "sku": event.sku})
@@ -105,12 +109,15 @@ async def _main() -> None:
     parser.add_argument("db_path", type=Path)
     parser.add_argument("name")
     parser.add_argument("--delay-s", type=float, default=0.0)
+    parser.add_argument("--started", type=Path, default=None)
     args = parser.parse_args()
     db = open_database(f"sqlite+aiosqlite:///{args.db_path}")
     broker = open_broker(args.broker_url)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    worker = consumer(args.name, db, broker, CollectorRegistry(), delay_s=args.delay_s)
+    worker = consumer(
+        args.name, db, broker, CollectorRegistry(), delay_s=args.delay_s, started=args.started
+    )
     async with connected(broker, {args.name: [ProductCreated.type_name()]}), worker.running():
         await stop.wait()
 

@@ -28,6 +28,11 @@ from souq_chassis.messaging.broker import (
 )
 
 DEDUP_WINDOW_S = 600.0
+# How long JetStream waits for a fetched message's ack before delivering it again: what a
+# consumer's crash costs. Short, so a crash costs seconds; a slow batch keeps its messages by
+# telling the server it is still at them (an in-progress ack) every PROGRESS_EVERY_S.
+ACK_WAIT_S = 5.0
+PROGRESS_EVERY_S = 1.0
 log = structlog.get_logger("souq.broker")
 
 
@@ -142,12 +147,14 @@ class NatsBroker:
             filter_subjects=[self._subject(t) for t in types],
             ack_policy=api.AckPolicy.EXPLICIT,
             deliver_policy=api.DeliverPolicy.ALL,
-            ack_wait=30,
+            ack_wait=ACK_WAIT_S,
             max_ack_pending=1000,
         )
         try:
+            # An existing durable consumer is updated in place (its ack wait, its filters), so
+            # a store made by an older version gets the new settings and keeps its position.
             await self._js.add_consumer(self.stream, config)
-        except BadRequestError:  # its subscriptions changed: start it over (the inbox dedups)
+        except BadRequestError:  # a change the server cannot update: start it over (inbox dedups)
             await self._js.delete_consumer(self.stream, consumer)
             await self._js.add_consumer(self.stream, config)
 
@@ -173,18 +180,36 @@ class NatsBroker:
                 continue
             size = batch if len(messages) >= size else 1
             deliveries = [Delivery(m.data, m.metadata.num_delivered) for m in messages]
-            verdicts = await handle(deliveries)
-            for msg, verdict, delivery in zip(messages, verdicts, deliveries, strict=True):
+            unsettled = list(messages)
+            try:
+                progress = asyncio.create_task(_in_progress(messages))
                 try:
-                    if isinstance(verdict, Ack):
-                        await msg.ack()
-                    elif isinstance(verdict, Retry):
-                        await msg.nak(delay=verdict.delay_s)
-                    else:
-                        await self._dead_letter(consumer, msg, verdict.reason, delivery.attempt)
-                        await msg.term()
-                except Exception as exc:  # not acked: it comes again; the inbox dedups it
-                    log.warning("broker_ack_failed", consumer=consumer, error=str(exc))
+                    verdicts = await handle(deliveries)
+                finally:
+                    progress.cancel()
+                for msg, verdict, delivery in zip(messages, verdicts, deliveries, strict=True):
+                    try:
+                        if isinstance(verdict, Ack):
+                            await msg.ack()
+                        elif isinstance(verdict, Retry):
+                            await msg.nak(delay=verdict.delay_s)
+                        else:
+                            await self._dead_letter(consumer, msg, verdict.reason, delivery.attempt)
+                            await msg.term()
+                    except Exception as exc:  # not acked: it comes again; the inbox dedups it
+                        log.warning("broker_ack_failed", consumer=consumer, error=str(exc))
+                    unsettled.remove(msg)
+            except BaseException:  # stopping (or failing) mid-batch: give them back at once
+                await self._give_back(unsettled)
+                raise
+
+    async def _give_back(self, messages: Sequence[Any]) -> None:
+        """Nak `messages` (no delay), so another consumer gets them now, not after the ack
+        wait; what was handled of them comes again and the inbox dedups it."""
+        with contextlib.suppress(Exception):
+            for msg in messages:
+                await msg.nak()
+            await self._nc.flush(timeout=1)
 
     async def _dead_letter(self, consumer: str, msg: Any, reason: str, attempt: int) -> None:
         headers = dict(msg.headers or {})
@@ -296,3 +321,13 @@ def service_permissions(
         "publish": {"allow": allow},
         "subscribe": {"allow": [f"{inbox_prefix(user)}.>"]},
     }
+
+
+async def _in_progress(messages: Sequence[Any]) -> None:
+    """While a batch is being handled, tell the server every PROGRESS_EVERY_S that its
+    messages are still being worked on, so their ack wait starts over."""
+    while True:
+        await asyncio.sleep(PROGRESS_EVERY_S)
+        for msg in messages:
+            with contextlib.suppress(Exception):
+                await msg.in_progress()

@@ -98,7 +98,7 @@ def build_app(settings: CatalogSettings, *, tracer_provider: Any = None) -> Fast
             ],
             on_stop=[db.dispose, identity.close, verifier.close],
         ),
-        readiness={"database": db.ping},
+        readiness={"database": db.ping, "outbox": outbox.ready},
         max_body_bytes=settings.max_body_bytes,
     )
     install_auth(app, verifier)

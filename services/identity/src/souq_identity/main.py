@@ -216,7 +216,7 @@ def build_app(settings: IdentitySettings, *, tracer_provider: Any = None) -> Fas
             ],
             on_stop=[db.dispose, _closing(hashing), verifier.close],
         ),
-        readiness={"database": db.ping},
+        readiness={"database": db.ping, "outbox": outbox.ready},
         max_body_bytes=settings.max_body_bytes,
     )
     install_auth(app, verifier)
