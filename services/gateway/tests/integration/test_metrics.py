@@ -35,7 +35,10 @@ async def test_requests_are_counted_by_route_template_not_by_raw_path(
 
     assert statuses == [200, 200, 404]
     assert await metric(gateway.internal_url, "http_server_requests_total", **ok) == ok_before + 2
-    assert await metric(gateway.internal_url, "http_server_requests_total", **missing) == missing_before + 1
+    assert (
+        await metric(gateway.internal_url, "http_server_requests_total", **missing)
+        == missing_before + 1
+    )
     for raw in ("/api/v1/products/2", "/api/v1/products/987654321"):
         assert await metric(gateway.internal_url, "http_server_requests_total", route=raw) == 0
 
@@ -50,7 +53,9 @@ async def test_unmatched_paths_share_one_label(
         assert await fetch(http, gateway.url + path) == 404
 
     assert await metric(gateway.internal_url, "http_server_requests_total", **labels) == before + 3
-    assert await metric(gateway.internal_url, "http_server_requests_total", route="/wp-login.php") == 0
+    assert (
+        await metric(gateway.internal_url, "http_server_requests_total", route="/wp-login.php") == 0
+    )
 
 
 async def test_a_product_page_is_one_catalog_call_and_one_inventory_call(
@@ -68,8 +73,14 @@ async def test_a_product_page_is_one_catalog_call_and_one_inventory_call(
 
     assert await fetch(http, f"{gateway.url}{API}/products/4") == 200
 
-    assert await metric(gateway.internal_url, "upstream_requests_total", **catalog) == catalog_before + 1
-    assert await metric(gateway.internal_url, "upstream_requests_total", **inventory) == inventory_before + 1
+    assert (
+        await metric(gateway.internal_url, "upstream_requests_total", **catalog)
+        == catalog_before + 1
+    )
+    assert (
+        await metric(gateway.internal_url, "upstream_requests_total", **inventory)
+        == inventory_before + 1
+    )
 
 
 async def test_a_list_page_asks_inventory_once_for_all_its_items(
@@ -82,8 +93,14 @@ async def test_a_list_page_asks_inventory_once_for_all_its_items(
 
     assert await fetch(http, f"{gateway.url}{API}/products?page_size=30") == 200
 
-    assert await metric(gateway.internal_url, "upstream_requests_total", **catalog) == catalog_before + 1
-    assert await metric(gateway.internal_url, "upstream_requests_total", **inventory) == inventory_before + 1
+    assert (
+        await metric(gateway.internal_url, "upstream_requests_total", **catalog)
+        == catalog_before + 1
+    )
+    assert (
+        await metric(gateway.internal_url, "upstream_requests_total", **inventory)
+        == inventory_before + 1
+    )
 
 
 async def test_upstream_call_durations_are_recorded(
@@ -95,7 +112,8 @@ async def test_upstream_call_durations_are_recorded(
     assert await fetch(http, f"{gateway.url}{API}/products/5") == 200
 
     assert (
-        await metric(gateway.internal_url, "upstream_request_duration_seconds_count", **labels) == before + 1
+        await metric(gateway.internal_url, "upstream_request_duration_seconds_count", **labels)
+        == before + 1
     )
     assert await metric(gateway.internal_url, "upstream_request_duration_seconds_sum", **labels) > 0
 
@@ -117,6 +135,12 @@ async def test_the_inventory_breaker_is_closed_while_inventory_answers_and_open_
     assert (healthy, cut_off) == (0, 2)  # 0 closed, 2 open
     failed = {"upstream": "inventory", "outcome": "error"}
     rejected = {"upstream": "inventory", "outcome": "rejected"}
-    assert await metric(gateway_without_inventory.internal_url, "upstream_requests_total", **failed) >= 5
-    assert await metric(gateway_without_inventory.internal_url, "upstream_requests_total", **rejected) >= 1
+    assert (
+        await metric(gateway_without_inventory.internal_url, "upstream_requests_total", **failed)
+        >= 5
+    )
+    assert (
+        await metric(gateway_without_inventory.internal_url, "upstream_requests_total", **rejected)
+        >= 1
+    )
     assert await metric(gateway.internal_url, "upstream_requests_total", **failed) == 0
