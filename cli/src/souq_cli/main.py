@@ -131,7 +131,7 @@ def up(
             f"  API docs         {gateway}/api/v1/docs",
         ]
         lines += [
-            f"  {s.name:<16} {s.http_url(ports)}  (metrics at /metrics)"
+            f"  {s.name:<16} {s.http_url(ports)}  (metrics at {s.internal_url(ports)}/metrics)"
             for s in services()
             if s.module
         ]
@@ -163,7 +163,7 @@ def status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
         console.print("Souq is not running.")
         raise typer.Exit(3)
     table = Table(title=f"Souq (supervisor pid {state.supervisor_pid})")
-    for column in ("service", "pid", "port", "state", "restarts", "memory"):
+    for column in ("service", "pid", "port", "internal", "state", "restarts", "memory"):
         table.add_column(
             column, justify="right" if column in {"pid", "restarts", "memory"} else "left"
         )
@@ -172,7 +172,10 @@ def status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
         if alive(svc.pid):
             memory = f"{psutil.Process(svc.pid).memory_info().rss / 2**20:.0f} MiB"
         port = svc.url.rsplit(":", 1)[-1]
-        table.add_row(name, str(svc.pid or "-"), port, svc.state, str(svc.restarts), memory)
+        internal = str(state.ports.get(f"{name}-internal", "-"))
+        table.add_row(
+            name, str(svc.pid or "-"), port, internal, svc.state, str(svc.restarts), memory
+        )
     console.print(table)
 
 
