@@ -36,6 +36,12 @@ class EdgeLimits:
     max_connections: int = 1000  # open connections and in-flight requests; then 503
 
 
+# After a 431 the rest of the request is read and dropped for a moment before closing, so the
+# client reads the answer instead of a reset (closing with unread input sends an RST).
+_LINGER_S = 1.0
+_LINGER_BYTES = 1024 * 1024
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a bounded, timed request head."""
 
@@ -47,6 +53,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_head = True
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        self._dropped = -1  # bytes read and dropped after a 431; -1: none refused
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -57,6 +64,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._dropped >= 0:
+            self._dropped += len(data)
+            if self._dropped > _LINGER_BYTES:
+                self.transport.close()
+            return
         if not self._reading_head or self.transport.is_closing():
             super().data_received(data)
             return
@@ -122,7 +134,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             b"connection: close\r\n\r\n" + body
         )
         self._cancel_head_timer()
-        self.transport.close()
+        self._dropped = 0
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._head_timer = self.loop.call_later(_LINGER_S, self.transport.close)
 
 
 def guarded_protocol(limits: EdgeLimits) -> type[GuardedHttpToolsProtocol]:
