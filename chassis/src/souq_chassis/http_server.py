@@ -76,6 +76,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if len(data) <= room:
             self._head_bytes += len(data)
             super().data_received(data)
+            # A head begun on a kept-alive connection and not finished in this read: time it
+            # (a whole request in one read, the usual case, costs no timer). A request that
+            # completed in this read reset the count: its response is no head to time.
+            if self._reading_head and self._head_bytes and self._head_timer is None:
+                self._arm_head_timer()
             return
         # Feed what fits: the head may end within it, and the rest is a body (or the next
         # request, counted afresh).
@@ -87,11 +92,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse_oversized_head()
             return
         self.data_received(data[room:])
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        if self._head_timer is None:  # a request on a kept-alive connection
-            self._arm_head_timer()
 
     def on_headers_complete(self) -> None:
         self._reading_head = False
