@@ -72,7 +72,7 @@ def cpu_seconds(services: dict[str, ServiceProcess]) -> dict[str, float]:
 
 def inventory_calls(gateway: ServiceProcess) -> dict[str, float]:
     """The gateway's own count of its inventory calls by outcome (ok, error, rejected)."""
-    with urllib.request.urlopen(gateway.url + "/metrics", timeout=5) as r:
+    with urllib.request.urlopen(gateway.internal_url + "/metrics", timeout=5) as r:
         exposition = r.read().decode()
     counts: dict[str, float] = {}
     for family in text_string_to_metric_families(exposition):

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from souq_chassis.app import create_app
 from souq_chassis.metrics import Metrics
-from souq_chassis.testing import serving
+from souq_chassis.testing import serving, serving_listeners
 
 
 class Item(BaseModel):
@@ -93,30 +93,76 @@ async def test_oversized_bodies_are_refused_whether_announced_or_streamed() -> N
 
 async def test_health_is_alive_and_readiness_reflects_dependencies() -> None:
     async with aiohttp.ClientSession() as http:
-        async with serving(build(Metrics(), ready=True)) as url:
+        async with serving_listeners(build(Metrics(), ready=True)) as (url, internal):
             async with http.get(url + "/healthz") as r:
                 assert r.status == 200
             async with http.get(url + "/readyz") as r:
+                assert r.status == 200
+                assert await r.json() == {"status": "ready"}
+            async with http.get(internal + "/readyz") as r:
                 assert r.status == 200
                 assert (await r.json())["checks"] == {"database": "ok"}
-        async with serving(build(Metrics(), ready=False)) as url:
+        async with serving_listeners(build(Metrics(), ready=False)) as (url, internal):
             async with http.get(url + "/healthz") as r:
                 assert r.status == 200
-            async with http.get(url + "/readyz") as r:
+            async with http.get(internal + "/readyz") as r:
                 assert r.status == 503
                 body = await r.json(content_type=None)
                 assert "database unreachable" in body["checks"]["database"]
 
 
+async def test_the_public_port_tells_readiness_as_a_status_only_and_serves_no_metrics() -> None:
+    async with (
+        serving_listeners(build(Metrics(), ready=False)) as (url, internal),
+        aiohttp.ClientSession() as http,
+    ):
+        async with http.get(url + "/readyz") as r:
+            assert r.status == 503
+            body = await r.json(content_type=None)
+        assert "checks" not in body and "database" not in orjson.dumps(body).decode()
+        async with http.get(url + "/metrics") as r:
+            assert r.status == 404
+        async with http.get(internal + "/metrics") as r:
+            assert r.status == 200
+            assert "http_server_requests_total" in await r.text()
+
+
+async def test_readiness_is_checked_in_the_background_not_per_request() -> None:
+    calls = 0
+
+    async def dependency() -> None:
+        nonlocal calls
+        calls += 1
+
+    app = create_app(
+        title="test",
+        version="1",
+        metrics=Metrics(),
+        readiness={"dependency": dependency},
+        readiness_interval_s=60,
+    )
+    async with serving_listeners(app) as (url, internal), aiohttp.ClientSession() as http:
+        checked_at_start = calls
+        for _ in range(50):
+            async with http.get(url + "/readyz") as r:
+                assert r.status == 200
+            async with http.get(internal + "/readyz") as r:
+                assert r.status == 200
+    assert checked_at_start == calls == 1
+
+
 async def test_metrics_count_requests_by_route_template_and_status() -> None:
     metrics = Metrics()
-    async with serving(build(metrics)) as url, aiohttp.ClientSession() as http:
+    async with (
+        serving_listeners(build(metrics)) as (url, internal),
+        aiohttp.ClientSession() as http,
+    ):
         for item in (1, 2, 3):
             async with http.get(f"{url}/items/{item}") as r:
                 assert r.status == 200
         async with http.get(url + "/items/x") as r:
             assert r.status == 422
-        async with http.get(url + "/metrics") as r:
+        async with http.get(internal + "/metrics") as r:
             exposition = await r.text()
     ok = {"method": "GET", "route": "/items/{item_id}", "status": "200"}
     bad = {**ok, "status": "422"}

@@ -47,6 +47,15 @@ def test_every_service_gets_its_own_ports_and_the_gateway_finds_its_upstreams(
     assert catalog.password and inventory.password and catalog.password != inventory.password
 
 
+def test_every_service_gets_an_internal_port_of_its_own_for_metrics() -> None:
+    ports = _parse_ports([])
+    for spec in APPLICATION:
+        env = spec.environment(ports, Path("/data"))
+        internal = ports[f"{spec.name}-internal"]
+        assert env[f"{spec.name.upper()}_INTERNAL_PORT"] == str(internal)
+        assert spec.internal_url(ports) == f"http://127.0.0.1:{internal}"
+
+
 def test_one_variable_moves_every_service_to_another_broker_and_drops_the_embedded_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

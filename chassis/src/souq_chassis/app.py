@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -24,7 +25,7 @@ ReadinessCheck = Callable[[], Awaitable[object]]
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
 
 _READINESS_TIMEOUT_S = 1.0
-_OPERATIONAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+_OPERATIONAL_PATHS = frozenset({"/healthz", "/readyz"})
 log = structlog.get_logger("souq.access")
 
 
@@ -126,12 +127,18 @@ def create_app(
     max_body_bytes: int = 64 * 1024,
     openapi_prefix: str = "",
     access_log: bool = True,
+    readiness_interval_s: float = 1.0,
 ) -> FastAPI:
-    """A FastAPI app with problem+json errors, request ids, body limits, RED metrics, health."""
+    """A FastAPI app with problem+json errors, request ids, body limits, RED metrics, health.
+
+    Readiness checks run in the background every `readiness_interval_s` (a flood of /readyz
+    costs the dependencies nothing); `app.state.internal_app` serves /metrics and the checks'
+    details, on the internal listener only.
+    """
     app = FastAPI(
         title=title,
         version=version,
-        lifespan=lifespan,
+        lifespan=_checking_readiness(lifespan),
         # FastAPI's own OpenTelemetry: a server span per request (W3C trace context in and out)
         # on the global tracer provider. Metrics are ours (Prometheus), logs are ours
         # (structlog); per-operation spans cost more than they tell.
@@ -148,7 +155,8 @@ def create_app(
     )
     install_docs(app, f"{openapi_prefix}/docs", f"{openapi_prefix}/openapi.json")
     install_problem_handlers(app)
-    checks = dict(readiness or {})
+    # Public: a status only. The internal listener (runner) serves the details and metrics.
+    report = app.state.readiness = Readiness(readiness or {}, readiness_interval_s)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -156,21 +164,86 @@ def create_app(
 
     @app.get("/readyz", include_in_schema=False, response_model=None)
     async def readyz() -> Response | dict[str, Any]:
-        results = await asyncio.gather(*(_run_check(c) for c in checks.values()))
-        report = dict(zip(checks, results, strict=True))
-        if all(result == "ok" for result in report.values()):
-            return {"status": "ready", "checks": report}
-        return problem(503, "Not ready.", title="Service Unavailable", checks=report)
+        if report.ready:
+            return {"status": "ready"}
+        return problem(503, "Not ready.", title="Service Unavailable")
 
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics_endpoint() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
+    app.state.internal_app = internal_app(metrics, report)
     # Added last, so it runs first: every response, errors included, carries the request id.
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     app.add_middleware(
         RequestContextMiddleware, max_body_bytes=max_body_bytes, access_log=access_log
     )
+    return app
+
+
+class Readiness:
+    """The last results of a service's readiness checks, renewed in the background."""
+
+    def __init__(self, checks: Mapping[str, ReadinessCheck], interval_s: float) -> None:
+        self.checks = dict(checks)
+        self.interval_s = interval_s
+        self.results: dict[str, str] = dict.fromkeys(self.checks, "not checked yet")
+
+    @property
+    def ready(self) -> bool:
+        return all(result == "ok" for result in self.results.values())
+
+    async def check(self) -> None:
+        results = await asyncio.gather(*(_run_check(c) for c in self.checks.values()))
+        self.results = dict(zip(self.checks, results, strict=True))
+
+    @asynccontextmanager
+    async def renewed(self) -> AsyncIterator[None]:
+        """Checked once now, then every interval until the block ends."""
+        await self.check()
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self.interval_s)
+                await self.check()
+
+        task = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _checking_readiness(inner: Lifespan | None) -> Lifespan:
+    """The service's lifespan, with its readiness renewed while it serves."""
+
+    @asynccontextmanager
+    async def run(app: FastAPI) -> AsyncIterator[Any]:
+        async with AsyncExitStack() as stack:
+            state = await stack.enter_async_context(inner(app)) if inner else None
+            await stack.enter_async_context(app.state.readiness.renewed())
+            yield state
+
+    return run
+
+
+def internal_app(metrics: Metrics, readiness: Readiness) -> FastAPI:
+    """What only the internal listener serves: metrics and the readiness checks' details."""
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    install_problem_handlers(app)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz", response_model=None)
+    async def readyz() -> Response | dict[str, Any]:
+        if readiness.ready:
+            return {"status": "ready", "checks": readiness.results}
+        return problem(503, "Not ready.", title="Service Unavailable", checks=readiness.results)
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
     return app
 
 

@@ -18,10 +18,20 @@ class ServiceSettings(BaseSettings):
     version: str = "0.1.0"
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
+    # The internal listener: /metrics and detailed /healthz, /readyz; never the public port.
+    internal_host: str = "127.0.0.1"
+    internal_port: int = Field(default=8010, ge=0, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     data_dir: Path = Path(".souq")  # as `souq up`
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
+    # Limits at the edge of the process (both listeners): the request line and headers of one
+    # request (431 past it), the time to send them, idle time between requests, and open
+    # connections plus in-flight requests (503 past it).
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    header_timeout_s: float = Field(default=5.0, gt=0)
+    keep_alive_timeout_s: float = Field(default=5.0, gt=0)
+    max_connections: int = Field(default=1000, ge=1)
     # Addresses of reverse proxies whose X-Forwarded-For is believed (comma-separated, as
     # uvicorn's forwarded_allow_ips); empty: the client is the socket's peer.
     trusted_proxies: str = ""

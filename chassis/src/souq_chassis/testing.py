@@ -30,6 +30,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from souq_chassis.settings import ServiceSettings
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
@@ -39,7 +41,8 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    """`python -m <module>` as a real process, up when `ready_path` (/readyz) answers 200.
+    """`python -m <module>` as a real process, up when `ready_path` (/readyz) answers 200;
+    `url` is its public listener, `internal_url` its internal one (metrics, details).
 
     Its output goes to a file, shown in the error if it does not come up. A process that is
     meant to stay unready (its dependency is down on purpose) waits on /healthz instead.
@@ -52,6 +55,11 @@ class ServiceProcess:
         self.ready_path = ready_path
         self.http_port = http_port
         self.url = f"http://127.0.0.1:{http_port}"
+        # Metrics and detailed readiness: the internal listener, on a free port of its own
+        # unless `env` names one (souq_catalog reads CATALOG_INTERNAL_PORT).
+        internal_variable = f"{module.removeprefix('souq_').upper()}_INTERNAL_PORT"
+        env = {internal_variable: str(free_port()), **env}
+        self.internal_url = f"http://127.0.0.1:{env[internal_variable]}"
         self.grpc_target = ""
         self.data_dir: Path | None = None
         self._env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
@@ -158,16 +166,29 @@ class ServiceProcess:
 
 
 @asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[str]:
-    """Serve an ASGI app on a real uvicorn server on a free port for the block; yields its URL."""
+async def serving(app: Any, settings: ServiceSettings | None = None) -> AsyncIterator[str]:
+    """Serve an ASGI app as a service does (the chassis server and its limits) on free ports
+    for the block; yields its public URL."""
+    async with serving_listeners(app, settings) as (url, _):
+        yield url
+
+
+@asynccontextmanager
+async def serving_listeners(
+    app: Any, settings: ServiceSettings | None = None
+) -> AsyncIterator[tuple[str, str]]:
+    """As `serving`, yielding the public and the internal URL."""
     import uvicorn
 
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, lifespan="on", access_log=False
+    from souq_chassis.runner import listeners, server_config
+
+    settings = (settings or ServiceSettings()).model_copy(
+        update={"http_port": 0, "internal_port": 0}
     )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+    served, sockets = listeners(app, settings)
+    url, *internal = (f"http://127.0.0.1:{s.getsockname()[1]}" for s in sockets)
+    server = uvicorn.Server(server_config(served, settings))
+    task = asyncio.create_task(server.serve(sockets=sockets))
     for _ in range(500):
         if server.started or task.done():
             break
@@ -176,7 +197,7 @@ async def serving(app: Any) -> AsyncIterator[str]:
         await task
         raise RuntimeError("the app did not start")
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield url, internal[0] if internal else ""
     finally:
         server.should_exit = True
         await task

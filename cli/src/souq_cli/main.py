@@ -136,7 +136,7 @@ def up(
             f"  API docs         {gateway}/api/v1/docs",
         ]
         lines += [
-            f"  {s.name:<16} {s.http_url(ports)}  (metrics at /metrics)"
+            f"  {s.name:<16} {s.http_url(ports)}  (metrics at {s.internal_url(ports)}/metrics)"
             for s in services()
             if s.module
         ]
@@ -202,7 +202,7 @@ def status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
         console.print(f"Souq is not running{note}.")
         raise typer.Exit(3)
     table = Table(title=f"Souq (supervisor pid {state.supervisor_pid})")
-    for column in ("service", "pid", "port", "state", "restarts", "memory"):
+    for column in ("service", "pid", "port", "internal", "state", "restarts", "memory"):
         table.add_column(
             column, justify="right" if column in {"pid", "restarts", "memory"} else "left"
         )
@@ -215,7 +215,8 @@ def status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
         elif svc.state in _RUNNING:
             shown = "stale (pid reused)" if alive(svc.pid) else "not running"
         port = svc.url.rsplit(":", 1)[-1]
-        table.add_row(name, str(svc.pid or "-"), port, shown, str(svc.restarts), memory)
+        internal = str(state.ports.get(f"{name}-internal", "-"))
+        table.add_row(name, str(svc.pid or "-"), port, internal, shown, str(svc.restarts), memory)
     console.print(table)
 
 

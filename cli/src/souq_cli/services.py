@@ -15,13 +15,16 @@ from souq_chassis.messaging.embedded import nats_ready, nats_server_command
 
 from souq_cli import broker_users
 
-# Named ports and their defaults. HTTP ports also serve /healthz, /readyz and /metrics.
+# Named ports and their defaults. HTTP ports also serve /healthz and /readyz (a status only);
+# each service's internal port (127.0.0.1) serves /metrics and /readyz with its checks.
 DEFAULT_PORTS: dict[str, int] = {
     "gateway": 8080,
     "catalog": 8081,
     "inventory": 8082,
     "identity": 8083,
     "cart": 8084,
+    **{"gateway-internal": 8090, "catalog-internal": 8091, "inventory-internal": 8092},
+    **{"identity-internal": 8093, "cart-internal": 8094},
     "catalog-grpc": 50061,
     "inventory-grpc": 50062,
     "nats": 14222,  # not 4222: a machine may run its own NATS there (no monitoring port)
@@ -45,6 +48,11 @@ class ServiceSpec:
 
     def http_url(self, ports: Ports) -> str:
         return f"http://127.0.0.1:{ports[self.http_port]}"
+
+    def internal_url(self, ports: Ports) -> str:
+        """Its internal listener (metrics, readiness details), if it has one."""
+        port = ports.get(f"{self.http_port}-internal")
+        return f"http://127.0.0.1:{port}" if port else ""
 
     def argv(self, ports: Ports, data_dir: Path) -> list[str]:
         if self.command is not None:
@@ -77,6 +85,7 @@ def _service_env(
         )
         return {
             f"{prefix}_HTTP_PORT": str(ports[name]),
+            f"{prefix}_INTERNAL_PORT": str(ports[f"{name}-internal"]),
             **grpc,
             f"{prefix}_DATA_DIR": str(data_dir),
             "SOUQ_BROKER_URL": _service_broker_url(name, ports, data_dir),
@@ -90,6 +99,7 @@ def _service_env(
 def _gateway_env(ports: Ports, _: Path) -> dict[str, str]:
     return {
         "GATEWAY_HTTP_PORT": str(ports["gateway"]),
+        "GATEWAY_INTERNAL_PORT": str(ports["gateway-internal"]),
         "GATEWAY_CATALOG_URL": f"http://127.0.0.1:{ports['catalog']}",
         "GATEWAY_INVENTORY_TARGET": f"127.0.0.1:{ports['inventory-grpc']}",
         "GATEWAY_INVENTORY_URL": f"http://127.0.0.1:{ports['inventory']}",

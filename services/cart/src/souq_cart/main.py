@@ -35,6 +35,7 @@ class CartSettings(DatabaseSettings, MessagingSettings, AuthSettings):
     model_config = SettingsConfigDict(env_prefix="CART_", extra="ignore")
 
     http_port: int = Field(default=8084, ge=0, le=65535)
+    internal_port: int = Field(default=8094, ge=0, le=65535)
     catalog_target: str = "127.0.0.1:50061"  # catalog's gRPC
     catalog_timeout_s: float = Field(default=0.5, gt=0)
     breaker_failures: int = Field(default=5, ge=1)

@@ -111,11 +111,13 @@ def sign_in(issuer: TokenIssuer) -> Callable[[], dict[str, str]]:
 
 
 @pytest.fixture
-def catalog_calls(http: aiohttp.ClientSession) -> Callable[[], Awaitable[float]]:
+def catalog_calls(
+    http: aiohttp.ClientSession, cart: ServiceProcess
+) -> Callable[[], Awaitable[float]]:
     """`await catalog_calls()`: how many GetProducts calls the cart has made to catalog."""
 
     async def count() -> float:
-        async with http.get("/metrics") as response:
+        async with http.get(cart.internal_url + "/metrics") as response:
             text = await response.text()
         return sum(
             sample.value

@@ -39,6 +39,7 @@ class CatalogSettings(DatabaseSettings, GrpcSettings, MessagingSettings, AuthSet
     model_config = SettingsConfigDict(env_prefix="CATALOG_", extra="ignore")
 
     http_port: int = Field(default=8081, ge=0, le=65535)
+    internal_port: int = Field(default=8091, ge=0, le=65535)
     grpc_port: int = Field(default=50061, ge=0, le=65535)
     seed_demo_data: bool = True
 

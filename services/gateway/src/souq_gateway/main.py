@@ -30,6 +30,7 @@ class GatewaySettings(AuthSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
 
     http_port: int = Field(default=8080, ge=0, le=65535)
+    internal_port: int = Field(default=8090, ge=0, le=65535)
     catalog_url: str = "http://127.0.0.1:8081"
     inventory_target: str = "127.0.0.1:50062"
     inventory_url: str = "http://127.0.0.1:8082"  # admin restock only

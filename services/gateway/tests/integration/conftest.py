@@ -184,7 +184,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 def metric(http: aiohttp.ClientSession) -> MetricReader:
-    """`await metric(base_url, name, **labels)`: the sum of a process's /metrics samples of that
+    """`await metric(internal_url, name, **labels)`: the sum of a process's /metrics samples of that
     name whose labels include `labels` (0 when there are none)."""
 
     async def read(base_url: str, name: str, **labels: str) -> float:

@@ -121,6 +121,10 @@ async def test_a_gateway_without_catalog_says_it_is_not_ready(
 ) -> None:
     async with http.get(f"{gateway_without_catalog.url}/readyz") as response:
         assert response.status == 503
-        body = await response.json(content_type="application/problem+json")
+        public = await response.json(content_type="application/problem+json")
+    async with http.get(f"{gateway_without_catalog.internal_url}/readyz") as response:
+        assert response.status == 503
+        internal = await response.json(content_type="application/problem+json")
 
-    assert body["checks"]["catalog"].startswith("failed")
+    assert "checks" not in public and "catalog" not in json.dumps(public)
+    assert internal["checks"]["catalog"].startswith("failed")

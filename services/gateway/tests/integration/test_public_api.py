@@ -183,10 +183,11 @@ async def test_internal_routes_are_not_reachable_through_the_gateway(
     path: str,
 ) -> None:
     async def served_by(process: ServiceProcess) -> float:
-        """Requests a service has served, other than its own /metrics."""
-        http_total = await metric(process.url, "http_server_requests_total")
-        scrapes = await metric(process.url, "http_server_requests_total", route="/metrics")
-        return http_total - scrapes + await metric(process.url, "grpc_server_requests_total")
+        """Requests a service has served, other than the gateway's readiness checks."""
+        url = process.internal_url
+        http_total = await metric(url, "http_server_requests_total")
+        probes = await metric(url, "http_server_requests_total", route="/healthz")
+        return http_total - probes + await metric(url, "grpc_server_requests_total")
 
     before = [await served_by(catalog), await served_by(inventory)]
     headers = {"Content-Type": "application/grpc"} if "Service" in path else {}

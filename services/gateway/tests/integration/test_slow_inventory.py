@@ -157,7 +157,9 @@ async def test_once_the_breaker_opens_pages_no_longer_wait_for_inventory(
     metric: MetricReader,
 ) -> None:
     rejected = {"upstream": "inventory", "outcome": "rejected"}
-    rejected_before = await metric(gateway_to_fake.url, "upstream_requests_total", **rejected)
+    rejected_before = await metric(
+        gateway_to_fake.internal_url, "upstream_requests_total", **rejected
+    )
     for _ in range(BREAKER_FAILURES):
         page, elapsed = await product_page(http, gateway_to_fake)
         assert page["availability"] == "unknown" and elapsed >= DEADLINE_S * 0.8
@@ -168,9 +170,12 @@ async def test_once_the_breaker_opens_pages_no_longer_wait_for_inventory(
     assert (page["availability"], page["available_quantity"]) == ("unknown", None)
     assert elapsed < DEADLINE_S  # it did not wait for the deadline
     assert slow_inventory.calls == calls  # it did not even ask
-    assert await metric(gateway_to_fake.url, "circuit_breaker_state", upstream="inventory") == 2
     assert (
-        await metric(gateway_to_fake.url, "upstream_requests_total", **rejected)
+        await metric(gateway_to_fake.internal_url, "circuit_breaker_state", upstream="inventory")
+        == 2
+    )
+    assert (
+        await metric(gateway_to_fake.internal_url, "upstream_requests_total", **rejected)
         == rejected_before + 1
     )
 
@@ -214,7 +219,10 @@ async def test_availability_comes_back_by_itself_once_inventory_is_prompt_again(
 
     assert (recovered["availability"], recovered["available_quantity"]) == ("low_stock", 3)
     assert BREAKER_RESET_S * 0.8 <= recovered_after < BREAKER_RESET_S + 2
-    assert await metric(gateway_to_fake.url, "circuit_breaker_state", upstream="inventory") == 0
+    assert (
+        await metric(gateway_to_fake.internal_url, "circuit_breaker_state", upstream="inventory")
+        == 0
+    )
 
 
 @pytest.mark.parametrize(

@@ -48,6 +48,7 @@ class IdentitySettings(DatabaseSettings, MessagingSettings):
     )
 
     http_port: int = Field(default=8083, ge=0, le=65535)
+    internal_port: int = Field(default=8093, ge=0, le=65535)
     access_token_ttl_s: int = Field(default=300, ge=1, le=24 * 3600)
     refresh_token_ttl_s: int = Field(default=14 * 24 * 3600, ge=60)
     admin_email: str = "admin@souq.local"

@@ -38,6 +38,7 @@ class InventorySettings(DatabaseSettings, GrpcSettings, MessagingSettings, AuthS
     model_config = SettingsConfigDict(env_prefix="INVENTORY_", extra="ignore")
 
     http_port: int = Field(default=8082, ge=0, le=65535)
+    internal_port: int = Field(default=8092, ge=0, le=65535)
     grpc_port: int = Field(default=50062, ge=0, le=65535)
     seed_demo_data: bool = True
 
