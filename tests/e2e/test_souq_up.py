@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
@@ -52,6 +53,21 @@ def send(
     except urllib.error.HTTPError as e:
         raw = e.read()
         return e.code, orjson.loads(raw) if raw else None
+
+
+def send_from(source: str, port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """One request to 127.0.0.1:port from the loopback address `source` (another client)."""
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", port, timeout=10, source_address=(source, 0)
+    )
+    try:
+        data = None if body is None else orjson.dumps(body)
+        connection.request(method, path, body=data, headers={"content-type": "application/json"})
+        reply = connection.getresponse()
+        raw = reply.read()
+        return reply.status, orjson.loads(raw) if raw else None
+    finally:
+        connection.close()
 
 
 def wait_for(what: str, check: Any, timeout_s: float) -> Any:
@@ -257,6 +273,29 @@ def test_people_sign_up_sign_in_and_fill_their_own_carts(system: System) -> None
         assert secret not in service_logs and secret not in printed
     assert system.admin_password not in service_logs
     assert printed.count(system.admin_password) == 1
+
+
+def test_failed_sign_ins_from_one_address_do_not_lock_a_user_out_from_another(
+    system: System,
+) -> None:
+    """Both the gateway and identity limit sign-in per account and client; identity sees every
+    client as the gateway unless the gateway vouches for the real one (souq up gives them a
+    shared secret), or an attacker's wrong guesses would lock the victim out everywhere."""
+    email, password = f"victim.{os.urandom(4).hex()}@example.com", "the victim's passphrase"
+    port, login = system.ports["gateway"], "/api/v1/auth/login"
+    status, _ = send_from(
+        "127.0.0.3", port, "POST", "/api/v1/auth/register", {"email": email, "password": password}
+    )
+    assert status == 202
+    guesses = [
+        send_from("127.0.0.2", port, "POST", login, {"email": email, "password": f"guess {i}"})[0]
+        for i in range(6)
+    ]
+    assert guesses[:5] == [401] * 5 and guesses[5] == 429, guesses
+    status, tokens = send_from(
+        "127.0.0.3", port, "POST", login, {"email": email, "password": password}
+    )
+    assert status == 200, tokens
 
 
 def test_the_system_serves_products_survives_an_inventory_crash_and_recovers(

@@ -6,12 +6,14 @@ settings variables.
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from souq_chassis.messaging.embedded import nats_ready, nats_server_command
+from souq_chassis.private_files import write_private
 
 from souq_cli import broker_users
 
@@ -29,6 +31,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "inventory-grpc": 50062,
     "nats": 14222,  # not 4222: a machine may run its own NATS there (no monitoring port)
 }
+FORWARDING_SECRET_FILE = "forwarding-secret"
 INFRASTRUCTURE, SERVICE, EDGE = 0, 1, 2  # started together; stopped edge first, then inward
 
 Ports = Mapping[str, int]
@@ -91,12 +94,29 @@ def _service_env(
             "SOUQ_BROKER_URL": _service_broker_url(name, ports, data_dir),
             "SOUQ_JWKS_URL": jwks_url(ports),
             **{f"{prefix}_{key.upper()}": url(ports) for key, url in urls.items()},
+            **(
+                {"SOUQ_FORWARDING_SECRET": forwarding_secret(data_dir)}
+                if name == "identity"
+                else {}
+            ),
         }
 
     return env
 
 
-def _gateway_env(ports: Ports, _: Path) -> dict[str, str]:
+def forwarding_secret(data_dir: Path) -> str:
+    """The secret with which the gateway vouches to identity for its client's address
+    (`souq_chassis.forwarding`): made once per data directory, kept in a 0600 file."""
+    path = data_dir / FORWARDING_SECRET_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        secret = secrets.token_urlsafe(32)
+        write_private(path, secret.encode())
+        return secret
+
+
+def _gateway_env(ports: Ports, data_dir: Path) -> dict[str, str]:
     return {
         "GATEWAY_HTTP_PORT": str(ports["gateway"]),
         "GATEWAY_INTERNAL_PORT": str(ports["gateway-internal"]),
@@ -106,6 +126,7 @@ def _gateway_env(ports: Ports, _: Path) -> dict[str, str]:
         "GATEWAY_IDENTITY_URL": f"http://127.0.0.1:{ports['identity']}",
         "GATEWAY_CART_URL": f"http://127.0.0.1:{ports['cart']}",
         "SOUQ_JWKS_URL": jwks_url(ports),
+        "SOUQ_FORWARDING_SECRET": forwarding_secret(data_dir),
     }
 
 

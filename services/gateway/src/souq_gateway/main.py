@@ -6,7 +6,7 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 from souq_chassis.app import create_app, lifespan
 from souq_chassis.auth import AuthSettings, install_auth, jwks_verifier
@@ -51,6 +51,12 @@ class GatewaySettings(AuthSettings):
     sign_in_burst: int = Field(default=10, ge=1)
     account_sign_in_rate_per_s: float = Field(default=0.1, gt=0)
     account_sign_in_burst: int = Field(default=5, ge=1)
+    # Shared with identity, so that it believes the client address the gateway forwards (and
+    # limits sign-in per real client); empty: identity sees every client as the gateway.
+    forwarding_secret: SecretStr = Field(
+        default=SecretStr(""),
+        validation_alias=AliasChoices("SOUQ_FORWARDING_SECRET", "forwarding_secret"),
+    )
     # Logins in flight to identity at once; more are refused (429) without asking identity.
     sign_in_concurrency: int = Field(default=4, ge=1)
     upstream_max_concurrency: int = Field(default=256, ge=1)
@@ -112,7 +118,7 @@ def build_app(settings: GatewaySettings, *, tracer_provider: Any = None) -> Fast
     api.include(app, storefront)
     api.include_accounts(
         app,
-        identity=ServiceProxy(identity_http),
+        identity=ServiceProxy(identity_http, settings.forwarding_secret.get_secret_value()),
         cart=ServiceProxy(cart_http),
         catalog=ServiceProxy(catalog_http),
         inventory=ServiceProxy(inventory_http),

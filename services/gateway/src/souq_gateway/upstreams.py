@@ -8,6 +8,7 @@ import grpc
 import orjson
 from pydantic import BaseModel, ConfigDict
 from souq.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from souq_chassis.forwarding import vouch
 from souq_chassis.grpc_client import GrpcUpstream
 from souq_chassis.http_client import HttpReply, HttpUpstream
 from souq_chassis.resilience import UpstreamUnavailable
@@ -119,8 +120,9 @@ class ServiceProxy:
     checks again (the access token goes along) and its status and body pass through as they
     are, problem+json included. The request id goes along so both logs tell the same story."""
 
-    def __init__(self, http: HttpUpstream) -> None:
+    def __init__(self, http: HttpUpstream, forwarding_secret: str = "") -> None:
         self._http = http
+        self._forwarding_secret = forwarding_secret
 
     async def forward(
         self,
@@ -138,8 +140,8 @@ class ServiceProxy:
             headers["Authorization"] = f"Bearer {token}"
         if request_id is not None:
             headers["X-Request-ID"] = request_id
-        if client is not None:  # believed by the service only if it trusts this gateway
-            headers["X-Forwarded-For"] = client
+        if client is not None:  # believed by the service only with the shared secret
+            headers.update(vouch(client, self._forwarding_secret))
         # A service's own 503 problem (catalog away, so the cart cannot price) is its answer.
         return await self._http.request(
             method, path, operation=operation, json=json, headers=headers, answers=_ANSWERS

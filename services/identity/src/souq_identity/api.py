@@ -10,6 +10,7 @@ from typing import Literal
 from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from souq_chassis.auth import Admin, CurrentUser
+from souq_chassis.forwarding import forwarded_client
 from souq_chassis.problems import problem, request_id_of
 from souq_chassis.ratelimit import RateLimited, rate_limited_problem
 
@@ -116,8 +117,14 @@ class KeyBody(BaseModel):
 
 
 def _client(request: Request) -> str:
-    """The client's address: the socket's peer, or what a trusted proxy forwarded (uvicorn
-    believes X-Forwarded-For only from IDENTITY_TRUSTED_PROXIES)."""
+    """The client's address: what the gateway vouched for (`X-Souq-Client`, believed only with
+    the forwarding secret the gateway and identity share), else the socket's peer (or what a
+    trusted proxy forwarded: uvicorn believes X-Forwarded-For only from
+    IDENTITY_TRUSTED_PROXIES). Without this, everyone behind the gateway would be one client,
+    and failed sign-ins as a user from one address would slow that user's from every other."""
+    vouched = forwarded_client(request.headers, request.app.state.forwarding_secret)
+    if vouched is not None:
+        return vouched
     return request.client.host if request.client else "unknown"
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import structlog
 from fastapi import FastAPI
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 from souq.events.topology import SUBSCRIPTIONS
 from souq_chassis.app import create_app, lifespan
@@ -66,6 +66,12 @@ class IdentitySettings(DatabaseSettings, MessagingSettings):
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_cost_kib: int = Field(default=19_456, ge=1)
     argon2_parallelism: int = Field(default=1, ge=1, le=16)
+    # Shared with the gateway, which sends it with the client address it vouches for; empty:
+    # the client is the socket's peer. Read from SOUQ_FORWARDING_SECRET, as the gateway does.
+    forwarding_secret: SecretStr = Field(
+        default=SecretStr(""),
+        validation_alias=AliasChoices("SOUQ_FORWARDING_SECRET", "forwarding_secret"),
+    )
     # The key that seals the signing keys in the database (32 random bytes, base64url), given
     # as it is or in a file outside the data directory; required in production.
     key_encryption_key: SecretStr = SecretStr("")
@@ -220,6 +226,7 @@ def build_app(settings: IdentitySettings, *, tracer_provider: Any = None) -> Fas
         readiness={"database": db.ping, "outbox": outbox.ready},
         max_body_bytes=settings.max_body_bytes,
     )
+    app.state.forwarding_secret = settings.forwarding_secret.get_secret_value()
     install_auth(app, verifier)
     api.include(app, identity)
     include_outbox_admin(app, outbox)

@@ -16,11 +16,18 @@ MAX_WAITING_HASHES = 2
 # tests do not meter each other; the per-account one keeps identity's defaults.
 CLIENT_SIGN_IN_BURST = 1_000_000
 REFRESH_TOKEN_PRUNE_S = 0.5  # expired refresh tokens are deleted this often
+FORWARDING_SECRET = secrets.token_urlsafe(32)  # the gateway's, with which it names a client
 
 
 @pytest.fixture(scope="module")
 def access_token_ttl_s() -> int:
     return ACCESS_TOKEN_TTL_S
+
+
+@pytest.fixture(scope="module")
+def forwarding_secret() -> str:
+    """The secret the gateway shares with identity, to name the client it forwards for."""
+    return FORWARDING_SECRET
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +63,7 @@ def identity(
         max_waiting_hashes=MAX_WAITING_HASHES,
         sign_in_burst=CLIENT_SIGN_IN_BURST,
         refresh_token_prune_s=REFRESH_TOKEN_PRUNE_S,
-        env={"SOUQ_BROKER_URL": broker_url},
+        env={"SOUQ_BROKER_URL": broker_url, "SOUQ_FORWARDING_SECRET": FORWARDING_SECRET},
     )
     with service.serving():
         yield service

@@ -22,6 +22,11 @@ FULL_WIDTH_ADMIN = "\uff41\uff44\uff4d\uff49\uff4e@souq.local"  # full-width; NF
 ACCOUNT_BURST = 5  # identity's default: 5 attempts per account and client, then one every 10 s
 
 
+def vouched_for(client: str, secret: str) -> dict[str, str]:
+    """The headers with which the gateway names the client it forwards for."""
+    return {"X-Souq-Client": client, "X-Souq-Forwarding-Secret": secret}
+
+
 def new_email() -> str:
     return f"user-{uuid.uuid4().hex[:10]}@example.com"
 
@@ -38,8 +43,12 @@ async def sign_up(http: aiohttp.ClientSession, email: str, password: str) -> Rep
     return await post(http, "/v1/register", {"email": email, "password": password})
 
 
-async def login(http: aiohttp.ClientSession, email: str, password: str) -> Reply:
-    return await post(http, "/v1/login", {"email": email, "password": password})
+async def login(
+    http: aiohttp.ClientSession, email: str, password: str, headers: dict[str, str] | None = None
+) -> Reply:
+    return await call(
+        http, "POST", "/v1/login", body={"email": email, "password": password}, headers=headers
+    )
 
 
 async def signed_up(http: aiohttp.ClientSession) -> tuple[str, str, dict[str, Any]]:
@@ -115,6 +124,27 @@ async def test_the_sixth_rapid_wrong_password_for_one_account_is_429_and_others_
     assert_problem(await login(http, victim.upper(), new_password()), 429)
     # Another account, from the same client, signs in as usual.
     assert (await login(http, other, other_password)).status == 200
+
+
+async def test_failed_sign_ins_from_one_client_behind_the_gateway_do_not_lock_out_another(
+    http: aiohttp.ClientSession, forwarding_secret: str
+) -> None:
+    """Every client behind the gateway reaches identity from the gateway's address; with the
+    shared forwarding secret the gateway names the real client, and identity meters that."""
+    victim, password, _ = await signed_up(http)
+    attacker = vouched_for("203.0.113.7", forwarding_secret)
+    guesses = [await login(http, victim, new_password(), attacker) for _ in range(ACCOUNT_BURST)]
+    assert [r.status for r in guesses] == [401] * ACCOUNT_BURST
+    assert_problem(await login(http, victim, new_password(), attacker), 429)
+
+    # The victim, from elsewhere, signs in as usual.
+    victim_elsewhere = vouched_for("198.51.100.20", forwarding_secret)
+    assert (await login(http, victim, password, victim_elsewhere)).status == 200
+    # Naming another client without the secret (any local process can send headers) is
+    # ignored: the attempt is the socket peer's, like the ones signed_up made.
+    forged = {"X-Souq-Client": "198.51.100.99", "X-Souq-Forwarding-Secret": "a guess"}
+    spent = [await login(http, victim, new_password(), forged) for _ in range(ACCOUNT_BURST)]
+    assert spent[-1].status == 429, [r.status for r in spent]
 
 
 async def test_sign_up_is_limited_per_account_too(http: aiohttp.ClientSession) -> None:
