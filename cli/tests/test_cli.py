@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import typer
 from souq_cli.main import _parse_ports, app
 from souq_cli.services import APPLICATION, DEFAULT_PORTS, services
 from souq_cli.state import STATE_FILE, RunState, ServiceState
+from souq_cli.supervisor import FAILED_START_S, failed_start
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -203,3 +205,17 @@ def test_up_is_not_refused_by_a_stale_state_file(
         )
     assert "already running" not in result.output
     assert f"gateway {port}" in result.output
+
+
+def test_a_service_killed_from_outside_soon_after_it_is_ready_has_not_failed_to_start() -> None:
+    ready_at, soon = 100.0, 100.0 + FAILED_START_S / 2
+    # An operator or a chaos tool kills it (or the OOM killer does): restart it, count nothing.
+    for signal_number in (signal.SIGKILL, signal.SIGTERM):
+        assert failed_start(-signal_number, ready_at, soon) is None
+        assert failed_start(-signal_number, None, soon) is None
+    # It exits of its own accord before or soon after it was ready: a failed start.
+    assert failed_start(1, None, soon) is True
+    assert failed_start(1, ready_at, soon) is True
+    assert failed_start(-signal.SIGSEGV, ready_at, soon) is True  # a crash, not a kill
+    # It ran well for a while before exiting: the count starts over.
+    assert failed_start(1, ready_at, ready_at + FAILED_START_S + 1) is False

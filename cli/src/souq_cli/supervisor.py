@@ -2,10 +2,12 @@
 
 One asyncio task per service. A crash is restarted after a backoff that doubles (0.5 s up to
 10 s) and resets once the process has stayed up for a while. A service that cannot start at
-all is not retried for ever: after CRASH_LIMIT failed starts in a row (each an exit before it
-answered ready, or within FAILED_START_S of it), the whole system is stopped and `failure`
-says which service and what it printed last. SIGINT/SIGTERM stop the gateway first (no new
-traffic), then the others, each with SIGTERM and a grace period before SIGKILL.
+all is not retried for ever: after CRASH_LIMIT failed starts in a row (each an exit of its own
+before it answered ready, or within FAILED_START_S of it), the whole system is stopped and
+`failure` says which service and what it printed last. A process killed from outside (SIGKILL,
+SIGTERM: an operator, a chaos tool, the OOM killer) did not fail to start; it is restarted.
+SIGINT/SIGTERM stop the gateway first (no new traffic), then the others, each with SIGTERM
+and a grace period before SIGKILL.
 
 Signals go only to the children this process started and has not yet reaped: a pid cannot be
 reused before its parent waits for it, so these never reach a stranger. The state file records
@@ -38,8 +40,19 @@ STABLE_AFTER_S = 30.0
 STOP_GRACE_S = 10.0
 CRASH_LIMIT = 5  # failed starts in a row before `souq up` gives up
 FAILED_START_S = 10.0  # an exit this soon after answering ready is a failed start too
+# Deaths by these signals are someone else's doing, not a service that cannot start.
+_KILLED = frozenset(-sig for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
 TAIL_LINES = 20  # of each child's output, kept to show why it failed
 _COLORS = ("36", "35", "33", "32", "34", "31")
+
+
+def failed_start(code: int, ready_at: float | None, now: float) -> bool | None:
+    """Whether a process that exited with `code` failed to start: it exited of its own accord
+    before it was ready or soon after. None when it was killed from outside (SIGKILL, SIGTERM:
+    an operator, a chaos tool, the OOM killer), which says nothing either way."""
+    if code in _KILLED:
+        return None
+    return ready_at is None or now - ready_at < FAILED_START_S
 
 
 def _die_with_parent() -> None:
@@ -162,11 +175,9 @@ class Supervisor:
                 break
             if time.monotonic() - began > STABLE_AFTER_S:
                 backoff = BACKOFF_INITIAL_S
-            ready_at = self._ready_at[spec.name]
-            if ready_at is None or time.monotonic() - ready_at < FAILED_START_S:
-                failed_starts += 1
-            else:
-                failed_starts = 0
+            verdict = failed_start(code, self._ready_at[spec.name], time.monotonic())
+            if verdict is not None:
+                failed_starts = failed_starts + 1 if verdict else 0
             if failed_starts >= CRASH_LIMIT:
                 self._give_up(spec.name, code, failed_starts)
                 break
