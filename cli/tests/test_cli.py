@@ -49,24 +49,24 @@ def test_every_service_gets_its_own_ports_and_the_gateway_finds_its_upstreams(
     assert catalog.password and inventory.password and catalog.password != inventory.password
 
 
-def test_every_service_gets_an_internal_port_of_its_own_for_metrics() -> None:
+def test_every_service_gets_an_internal_port_of_its_own_for_metrics(tmp_path: Path) -> None:
     ports = _parse_ports([])
     for spec in APPLICATION:
-        env = spec.environment(ports, Path("/data"))
+        env = spec.environment(ports, tmp_path)
         internal = ports[f"{spec.name}-internal"]
         assert env[f"{spec.name.upper()}_INTERNAL_PORT"] == str(internal)
         assert spec.internal_url(ports) == f"http://127.0.0.1:{internal}"
 
 
 def test_one_variable_moves_every_service_to_another_broker_and_drops_the_embedded_one(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     assert "nats" in [s.name for s in services()]
     monkeypatch.setenv("SOUQ_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
     assert "nats" not in [s.name for s in services()]
     ports = _parse_ports([])
     for spec in APPLICATION:
-        env = spec.environment(ports, Path("/data"))
+        env = spec.environment(ports, tmp_path)
         assert env.get("SOUQ_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/").startswith("amqp")
 
 

@@ -26,7 +26,7 @@ from souq_chassis.messaging import outbox as outbox_module
 from souq_chassis.messaging.broker import Broker, Outgoing, connected, open_broker
 from souq_chassis.messaging.outbox import Outbox
 from souq_chassis.metrics import Metrics
-from souq_chassis.testing import EmbeddedNats, reachable, serving
+from souq_chassis.testing import EmbeddedNats, reachable, serving_listeners
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -47,7 +47,8 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float, wha
 @dataclass
 class Relay:
     """A producer's outbox and relay, a consumer of what it publishes, and the producer's
-    /readyz served by the chassis app with the outbox's readiness check."""
+    detailed /readyz (the internal listener) served by the chassis app with the outbox's
+    readiness check."""
 
     outbox: Outbox
     registry: CollectorRegistry
@@ -106,8 +107,10 @@ def relay_running(
                 connected(receiver, TOPOLOGY),
                 outbox.running(),
                 worker.running(),
-                serving(app) as url,
-                aiohttp.ClientSession(url, timeout=aiohttp.ClientTimeout(total=30)) as http,
+                serving_listeners(app) as (_, internal_url),
+                aiohttp.ClientSession(
+                    internal_url, timeout=aiohttp.ClientTimeout(total=30)
+                ) as http,
             ):
                 try:
                     yield Relay(outbox, registry, consumer_db, http, logs)

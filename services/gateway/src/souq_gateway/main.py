@@ -55,7 +55,7 @@ class GatewaySettings(AuthSettings):
     # limits sign-in per real client); empty: identity sees every client as the gateway.
     forwarding_secret: SecretStr = Field(
         default=SecretStr(""),
-        validation_alias=AliasChoices("SOUQ_FORWARDING_SECRET", "forwarding_secret"),
+        validation_alias=AliasChoices("SOUQ_FORWARDING_SECRET", "GATEWAY_FORWARDING_SECRET"),
     )
     # Logins in flight to identity at once; more are refused (429) without asking identity.
     sign_in_concurrency: int = Field(default=4, ge=1)

@@ -329,6 +329,7 @@ async def test_sign_up_and_sign_in_pass_identity_the_client_and_its_202(
         trusted_proxies="127.0.0.1",
         account_sign_in_rate_per_s=0.01,
         account_sign_in_burst=2,
+        forwarding_secret="the secret gateway and identity share",
     )
     client = {"X-Forwarded-For": "203.0.113.66"}
     body = {"email": "someone@example.com", "password": "a long passphrase"}
@@ -351,4 +352,8 @@ async def test_sign_up_and_sign_in_pass_identity_the_client_and_its_202(
 
     assert signed_up.status == 202 and signed_up.json() == accepted
     assert [r.status for r in logins] == [401, 401, 429]
-    assert [h.get("X-Forwarded-For") for h in received] == ["203.0.113.66"] * 3
+    # Identity is told who the client is, with the secret that makes it believe so.
+    assert [h.get("X-Souq-Client") for h in received] == ["203.0.113.66"] * 3
+    assert {h.get("X-Souq-Forwarding-Secret") for h in received} == {
+        "the secret gateway and identity share"
+    }

@@ -70,7 +70,7 @@ class IdentitySettings(DatabaseSettings, MessagingSettings):
     # the client is the socket's peer. Read from SOUQ_FORWARDING_SECRET, as the gateway does.
     forwarding_secret: SecretStr = Field(
         default=SecretStr(""),
-        validation_alias=AliasChoices("SOUQ_FORWARDING_SECRET", "forwarding_secret"),
+        validation_alias=AliasChoices("SOUQ_FORWARDING_SECRET", "IDENTITY_FORWARDING_SECRET"),
     )
     # The key that seals the signing keys in the database (32 random bytes, base64url), given
     # as it is or in a file outside the data directory; required in production.
