@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from souq_chassis.ratelimit import RateLimited, RateLimiter
+from souq_chassis.ratelimit import RateLimited, RateLimiter, client_key
 
 
 def test_a_bucket_lets_a_burst_through_then_refuses_until_it_refills() -> None:
@@ -43,3 +43,18 @@ def test_a_limit_must_let_something_through(rate: float, burst: int) -> None:
 @pytest.mark.parametrize(("wait", "retry_after"), [(0.01, 1), (1.0, 1), (9.2, 10)])
 def test_retry_after_is_whole_seconds_and_never_zero(wait: float, retry_after: int) -> None:
     assert RateLimited(wait).retry_after == retry_after
+
+
+def test_every_loopback_address_is_one_local_client() -> None:
+    assert {client_key(a) for a in ("127.0.0.1", "127.0.0.2", "127.9.9.9", "::1")} == {"loopback"}
+    assert client_key("::ffff:127.0.0.5") == "loopback"
+
+
+def test_an_ipv6_client_is_its_slash_64_and_ipv4_is_itself() -> None:
+    assert (
+        client_key("2001:db8:1:2::5") == client_key("2001:db8:1:2:ffff::1") == "2001:db8:1:2::/64"
+    )
+    assert client_key("2001:db8:1:3::5") != client_key("2001:db8:1:2::5")
+    assert client_key("203.0.113.7") == "203.0.113.7"
+    assert client_key("::ffff:203.0.113.7") == "203.0.113.7"
+    assert client_key("unknown") == "unknown"

@@ -7,6 +7,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import pytest
 from pydantic import BaseModel, create_model
 from souq.events import ProductCreated, message_types
 from souq.events.compatibility import breaking_changes
@@ -109,3 +110,22 @@ def test_a_product_created_event_round_trips_and_ignores_unknown_fields() -> Non
     )
     assert ProductCreated.model_validate_json(event.model_dump_json()) == event
     assert ProductCreated.type_name() == "catalog.ProductCreated.v1"
+
+
+def test_a_price_version_too_large_to_be_exact_is_invalid_not_a_retry() -> None:
+    """A version past 2**53 is no version a publisher counts to: the consumer refuses it as
+    invalid (dead-lettered at once) instead of failing to store it five times."""
+    import pydantic
+    from souq.events import ProductPriceChanged
+
+    fields: dict[str, Any] = {
+        "product_id": 1,
+        "sku": "SKU-001",
+        "name": "A lamp",
+        "price": {"amount_cents": 100, "currency": "EUR"},
+        "previous_price": {"amount_cents": 200, "currency": "EUR"},
+        "changed_at": "2026-12-03T10:00:00Z",
+    }
+    assert ProductPriceChanged.model_validate({**fields, "price_version": 2**53}).price_version
+    with pytest.raises(pydantic.ValidationError):
+        ProductPriceChanged.model_validate({**fields, "price_version": 2**63})

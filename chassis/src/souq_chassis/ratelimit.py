@@ -6,6 +6,7 @@ a service defending its own port); which keys and which limits is the service's 
 
 from __future__ import annotations
 
+import ipaddress
 import math
 
 from fastapi import Request
@@ -40,6 +41,24 @@ class RateLimiter:
             del self._buckets[next(iter(self._buckets))]
         self._buckets[key] = (tokens, now)  # re-inserted: the dict is oldest-first
         return wait
+
+
+def client_key(address: str) -> str:
+    """The key under which a client address is metered. Every address of the loopback network
+    (127.0.0.0/8, ::1) is one local client: any local process may pick its source address among
+    16 million, so metering them apart would let it dodge every limit. An IPv6 client is its
+    /64 (what one host is usually given); an IPv4-mapped IPv6 address is the IPv4 address."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return "loopback"
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 class RateLimited(Exception):

@@ -45,4 +45,4 @@ class ProductPriceChanged(Message):
     # The product's price version at catalog, one more at each change: the order of its price
     # events (newest wins), where clocks cannot be trusted to order them. None from publishers
     # that predate it.
-    price_version: int | None = Field(default=None, ge=1)
+    price_version: int | None = Field(default=None, ge=1, le=2**53)  # exact in every JSON

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from souq_chassis.auth import Principal, TokenVerifier, bearer_token, current_admin, current_user
 from souq_chassis.http_client import HttpReply
 from souq_chassis.problems import problem, request_id_of
-from souq_chassis.ratelimit import RateLimited, RateLimiter, rate_limited_problem
+from souq_chassis.ratelimit import RateLimited, RateLimiter, client_key, rate_limited_problem
 from souq_chassis.resilience import UpstreamUnavailable
 
 from souq_gateway.domain import Availability
@@ -94,7 +94,7 @@ def _limits(request: Request) -> Limits:
 
 async def limit_client(request: Request) -> None:
     """Router dependency: one token from the client's bucket (before any other work)."""
-    wait = _limits(request).per_client.take(_client_ip(request), time.monotonic())
+    wait = _limits(request).per_client.take(client_key(_client_ip(request)), time.monotonic())
     if wait:
         raise RateLimited(wait)
 
@@ -264,14 +264,14 @@ def include_accounts(
 
     def sign_in_attempt(request: Request, account: str | None = None) -> None:
         limits, now = _limits(request), time.monotonic()
-        wait = limits.sign_in_per_client.take(_client_ip(request), now)
+        wait = limits.sign_in_per_client.take(client_key(_client_ip(request)), now)
         if not wait and account is not None:
             # Per account *and* client: guessing one account's password is slow from anywhere,
             # yet nobody can lock a user out by failing to sign in as them from elsewhere.
             # The account as identity folds it (NFKC, lower case): one bucket per account,
             # however it is spelled (full-width letters included).
             account = unicodedata.normalize("NFKC", account).strip().lower()
-            key = f"{account} {_client_ip(request)}"
+            key = f"{account} {client_key(_client_ip(request))}"
             wait = limits.sign_in_per_account.take(key, now)
         if wait:
             raise RateLimited(wait)

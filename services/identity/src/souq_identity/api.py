@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from souq_chassis.auth import Admin, CurrentUser
 from souq_chassis.forwarding import forwarded_client
 from souq_chassis.problems import problem, request_id_of
-from souq_chassis.ratelimit import RateLimited, rate_limited_problem
+from souq_chassis.ratelimit import RateLimited, client_key, rate_limited_problem
 
 from souq_identity.domain import (
     MAX_EMAIL_LENGTH,
@@ -124,8 +124,8 @@ def _client(request: Request) -> str:
     and failed sign-ins as a user from one address would slow that user's from every other."""
     vouched = forwarded_client(request.headers, request.app.state.forwarding_secret)
     if vouched is not None:
-        return vouched
-    return request.client.host if request.client else "unknown"
+        return client_key(vouched)
+    return client_key(request.client.host) if request.client else "unknown"
 
 
 def _no_store(response: Response) -> None:

@@ -21,7 +21,12 @@ MAX_PASSWORD_LENGTH = 128
 # refreshes. A copy must be used within this many rotations of its own to be noticed.
 REUSE_DETECTION_DEPTH = 4
 # Deliberately simple: one @, no spaces, a dot in the domain. The mailbox is the real check.
-EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+# An address as people type them: a dot-atom local part (no quoted strings) and a domain of
+# letters, digits and hyphens (IDNs in their ASCII form, xn--...), with at least one dot.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+EMAIL_PATTERN = re.compile(
+    rf"^[a-z0-9!#$%&'*+/=?^_`{{|}}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{{|}}~-]+)*@{_LABEL}(?:\.{_LABEL})+$"
+)
 
 
 class IdentityError(Exception):
@@ -79,11 +84,19 @@ def normalize_email(raw: str) -> str:
     """The email as stored and compared, or InvalidEmail: in Unicode's compatibility form
     (NFKC: full-width `admin`, U+FF41..., is `admin`), trimmed and lower-cased. Control, format
     (bidirectional overrides, zero-width characters), private-use, surrogate and unassigned
-    code points are refused: no address needs them, and they make lookalikes of others."""
+    code points are refused: no address needs them, and they make lookalikes of others. What
+    is left must be ASCII: letters of other scripts (a Cyrillic a, a Greek omicron, a dotless i),
+    invisible letters (Hangul fillers, the braille blank) and combining marks make lookalikes
+    that no rule short of a confusables table catches, and internationalized addresses are
+    rare enough that refusing them is the safer trade."""
     email = unicodedata.normalize("NFKC", raw).strip().lower()
     email = unicodedata.normalize("NFKC", email)  # lower-casing can leave a non-NFKC form
     if any(unicodedata.category(c).startswith("C") for c in email):
         raise InvalidEmail("The email must not contain control, format or invisible characters.")
+    if not email.isascii():
+        raise InvalidEmail(
+            "The email must be in ASCII letters (internationalized addresses are not accepted)."
+        )
     if len(email) > MAX_EMAIL_LENGTH or not EMAIL_PATTERN.fullmatch(email):
         raise InvalidEmail()
     return email

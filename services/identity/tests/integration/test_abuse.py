@@ -147,6 +147,21 @@ async def test_failed_sign_ins_from_one_client_behind_the_gateway_do_not_lock_ou
     assert spent[-1].status == 429, [r.status for r in spent]
 
 
+async def test_a_local_process_cannot_dodge_the_limit_by_picking_loopback_source_addresses(
+    identity: ServiceProcess,
+) -> None:
+    """Every address of 127.0.0.0/8 reaches 127.0.0.1, and any local process may bind one."""
+    async with aiohttp.ClientSession(identity.url) as http:
+        victim, _, _ = await signed_up(http)  # two of its attempts, from 127.0.0.1
+    statuses = []
+    for i in range(ACCOUNT_BURST):
+        connector = aiohttp.TCPConnector(local_addr=(f"127.0.{i + 1}.{i + 2}", 0))
+        async with aiohttp.ClientSession(identity.url, connector=connector) as http:
+            statuses.append((await login(http, victim, new_password())).status)
+    assert statuses[-1] == 429, statuses
+    assert statuses.count(401) == ACCOUNT_BURST - 2
+
+
 async def test_sign_up_is_limited_per_account_too(http: aiohttp.ClientSession) -> None:
     email = new_email()
     replies = [await sign_up(http, email, new_password()) for _ in range(ACCOUNT_BURST + 1)]
