@@ -209,21 +209,20 @@ class Supervisor:
         url = spec.http_url(self.ports) + spec.ready_path
         while True:
             if spec.probe is not None:
-                if await spec.probe(self.ports, self.data_dir):
-                    svc.state = "ready"
-                    self._save()
-                    self._ready[spec.name].set()
-                    return
-                await asyncio.sleep(0.05)
-                continue
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with http.get(url) as response:
-                    if response.status == 200:
-                        svc.state = "ready"
-                        self._ready_at[spec.name] = time.monotonic()
-                        self._save()
-                        self._ready[spec.name].set()
-                        return
+                ready = await spec.probe(self.ports, self.data_dir)
+            else:
+                ready = False
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with http.get(url) as response:
+                        ready = response.status == 200
+            if ready:
+                # One place for every kind of probe: when it became ready is what tells a
+                # failed start from a run that went well (the broker's included).
+                svc.state = "ready"
+                self._ready_at[spec.name] = time.monotonic()
+                self._save()
+                self._ready[spec.name].set()
+                return
             await asyncio.sleep(0.05)
 
     async def _pump_logs(self, name: str, proc: asyncio.subprocess.Process) -> None:

@@ -20,6 +20,8 @@ MAX_PASSWORD_LENGTH = 128
 # either way). So a session keeps at most this many rows plus its live token, however often it
 # refreshes. A copy must be used within this many rotations of its own to be noticed.
 REUSE_DETECTION_DEPTH = 4
+# Sessions (refresh-token families) a user keeps; signing in again ends the oldest beyond.
+MAX_SESSIONS_PER_USER = 10
 # Deliberately simple: one @, no spaces, a dot in the domain. The mailbox is the real check.
 # An address as people type them: a dot-atom local part (no quoted strings) and a domain of
 # letters, digits and hyphens (IDNs in their ASCII form, xn--...), with at least one dot.

@@ -26,6 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
     bindparam,
     delete,
+    func,
     insert,
     select,
     update,
@@ -33,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from souq_identity.domain import (
+    MAX_SESSIONS_PER_USER,
     REUSE_DETECTION_DEPTH,
     Credentials,
     EmailTaken,
@@ -128,6 +130,18 @@ _FORGET_OLD_USED = delete(refresh_tokens).where(
     refresh_tokens.c.id.not_in(_RECENTLY_USED),
 )
 _DELETE_EXPIRED = delete(refresh_tokens).where(refresh_tokens.c.expires_at < bindparam("now"))
+# After a sign-in: the user's sessions but the newest few.
+_NEWEST_SESSIONS = (
+    select(refresh_tokens.c.family_id)
+    .where(refresh_tokens.c.user_id == bindparam("user"))
+    .group_by(refresh_tokens.c.family_id)
+    .order_by(func.max(refresh_tokens.c.id).desc())
+    .limit(MAX_SESSIONS_PER_USER)
+)
+_FORGET_OLD_SESSIONS = delete(refresh_tokens).where(
+    refresh_tokens.c.user_id == bindparam("user"),
+    refresh_tokens.c.family_id.not_in(_NEWEST_SESSIONS),
+)
 
 _ALL_KEYS = select(signing_keys).order_by(signing_keys.c.created_at)
 _INSERT_KEY = insert(signing_keys)
@@ -288,6 +302,10 @@ class RefreshTokenRepository:
     async def forget_old_used(self, tx: Transaction, family_id: str) -> None:
         """Delete the family's used tokens but the last REUSE_DETECTION_DEPTH."""
         await tx.execute(_FORGET_OLD_USED, {"family": family_id})
+
+    async def forget_old_sessions(self, tx: Transaction, user_id: str) -> None:
+        """End the user's sessions but the newest MAX_SESSIONS_PER_USER."""
+        await tx.execute(_FORGET_OLD_SESSIONS, {"user": user_id})
 
     async def delete_expired(self, now: datetime) -> int:
         """Delete every token that expired before `now` (it could only be refused)."""

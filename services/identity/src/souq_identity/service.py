@@ -166,7 +166,9 @@ class IdentityService:
             ):
                 log.info("password_rehashed", user_id=user.id)
         async with self._db.transaction() as tx:
-            return await self._issue(tx, user, secrets.token_hex(16), self._clock())
+            pair = await self._issue(tx, user, secrets.token_hex(16), self._clock())
+            await self._tokens.forget_old_sessions(tx, user.id)
+            return pair
 
     async def refresh(self, presented: str) -> TokenPair:
         """Exchange a refresh token for a new pair in the same family (rotation). A token used

@@ -19,6 +19,7 @@ from souq_chassis.testing import Reply, ServiceProcess, assert_problem, call
 
 ADMIN_EMAIL = "admin@souq.local"
 FULL_WIDTH_ADMIN = "\uff41\uff44\uff4d\uff49\uff4e@souq.local"  # full-width; NFKC: admin
+MAX_SESSIONS_PER_USER = 10  # identity's
 ACCOUNT_BURST = 5  # identity's default: 5 attempts per account and client, then one every 10 s
 
 
@@ -284,6 +285,24 @@ async def test_300_refreshes_keep_a_few_rows_and_a_recently_used_token_still_bur
     assert_problem(await post(http, "/v1/refresh", {"refresh_token": issued[-5]}), 401)
     assert_problem(await post(http, "/v1/refresh", {"refresh_token": issued[-1]}), 401)
     assert refresh_rows(identity, user["id"]) == 1  # only signed_up's session is left
+
+
+async def test_signing_in_again_and_again_keeps_only_the_newest_sessions(
+    http: aiohttp.ClientSession, identity: ServiceProcess, forwarding_secret: str
+) -> None:
+    email, password, user = await signed_up(http)
+    sessions = []
+    for i in range(MAX_SESSIONS_PER_USER + 5):  # from clients of their own: no limit is hit
+        client = vouched_for(f"198.51.100.{i + 1}", forwarding_secret)
+        reply = await login(http, email, password, client)
+        assert reply.status == 200, reply.text
+        sessions.append(reply.json()["refresh_token"])
+
+    assert refresh_rows(identity, user["id"]) == MAX_SESSIONS_PER_USER
+    # The oldest sessions are over; the newest still refresh.
+    assert_problem(await post(http, "/v1/refresh", {"refresh_token": sessions[0]}), 401)
+    newest = await post(http, "/v1/refresh", {"refresh_token": sessions[-1]})
+    assert newest.status == 200, newest.text
 
 
 async def test_expired_refresh_tokens_are_deleted_while_live_ones_stay(
