@@ -91,6 +91,9 @@ def check_text(field: str, value: str, *, multiline: bool = False) -> None:
             )
 
 
+_NOT_IN_URLS = frozenset("\"'<>`")
+
+
 def check_image_url(value: str) -> None:
     """An image is an absolute http(s) URL or a path on this site (`/images/x.jpg`); no other
     scheme (`javascript:`, `data:`...), no protocol-relative `//host`, no controls or spaces."""
@@ -100,6 +103,8 @@ def check_image_url(value: str) -> None:
         raise InvalidProduct("image_url must not contain spaces, control or format characters.")
     if "\\" in value:  # browsers read `/\host` as `//host`
         raise InvalidProduct("image_url must not contain a backslash.")
+    if any(c in _NOT_IN_URLS for c in value):  # would end an HTML attribute or a tag early
+        raise InvalidProduct("image_url must not contain quotes, angle brackets or backticks.")
     if value.startswith("/") and not value.startswith("//"):
         return
     try:

@@ -244,6 +244,10 @@ def test_a_price_in_anything_but_an_iso_4217_currency_is_refused(code: str) -> N
         "http://[::1",
         "/images/a b.jpg",
         "/images/\x7f.jpg",
+        '/images/x.jpg?"><script>',  # a site path that would close the attribute and the tag
+        'https://evil.example/x.jpg"onerror="alert(1)',
+        "https://shop.example/a.jpg'",
+        "/images/`x`.jpg",
     ],
 )
 def test_an_image_url_is_http_or_a_site_path_and_nothing_else(url: str) -> None:
