@@ -270,11 +270,13 @@ class EmbeddedNats:
 
 
 class TcpProxy:
-    """A TCP forwarder on a free port that a test can cut (as if the peer went away) and restore."""
+    """A TCP forwarder on a free port that a test can cut (as if the peer went away) and
+    restore; it counts the connections it accepted and those open at once."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.port = free_port()
+        self.accepted = self.open_now = self.most_open = 0
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
 
@@ -282,11 +284,14 @@ class TcpProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.close()
             return
+        self.open_now += 1
+        self.most_open = max(self.most_open, self.open_now)
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
@@ -298,12 +303,32 @@ class TcpProxy:
             finally:
                 dst.close()
 
-        for task in (
-            asyncio.create_task(pipe(reader, up_writer)),
-            asyncio.create_task(pipe(up_reader, writer)),
-        ):
-            self._pipes.add(task)
-            task.add_done_callback(self._pipes.discard)
+        async def pair() -> None:
+            # Either side hanging up ends the pair (a frozen peer never will).
+            ends = [
+                asyncio.ensure_future(pipe(reader, up_writer)),
+                asyncio.ensure_future(pipe(up_reader, writer)),
+            ]
+            try:
+                await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for end in ends:
+                    end.cancel()
+                await asyncio.gather(*ends, return_exceptions=True)
+                writer.close()
+                up_writer.close()
+                self.open_now -= 1
+
+        task = asyncio.create_task(pair())
+        self._pipes.add(task)
+        task.add_done_callback(self._pipes.discard)
+
+    async def __aenter__(self) -> TcpProxy:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.cut()
 
     async def cut(self) -> None:
         """Refuse new connections and drop the open ones."""

@@ -8,11 +8,10 @@ import math
 import os
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
 
 import aiohttp
 import pytest
-from souq_chassis.testing import EmbeddedNats, ServiceProcess, TokenIssuer, free_port
+from souq_chassis.testing import EmbeddedNats, ServiceProcess, TcpProxy, TokenIssuer
 
 GatewayFactory = Callable[..., ServiceProcess]
 WAVE = 50  # signed-in requests sent at once
@@ -33,61 +32,6 @@ def identity(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProces
             yield service
 
 
-@dataclass
-class CountingProxy:
-    """A TCP forwarder in front of identity that counts the connections open at once."""
-
-    target_port: int
-    port: int = field(default_factory=free_port)
-    open_now: int = 0
-    most_open: int = 0
-    accepted: int = 0
-    _server: asyncio.Server | None = None
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.accepted += 1
-        self.open_now += 1
-        self.most_open = max(self.most_open, self.open_now)
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            self.open_now -= 1
-            writer.close()
-            return
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except OSError:
-                pass
-            finally:
-                dst.close()
-
-        try:
-            # The gateway hanging up ends the pair (a frozen identity never will).
-            await asyncio.wait(
-                [
-                    asyncio.ensure_future(pipe(reader, up_writer)),
-                    asyncio.ensure_future(pipe(up_reader, writer)),
-                ],
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            self.open_now -= 1
-            writer.close()
-            up_writer.close()
-
-    async def __aenter__(self) -> CountingProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        assert self._server is not None
-        self._server.close()
-
-
 @pytest.fixture
 async def frozen(identity: ServiceProcess) -> AsyncIterator[ServiceProcess]:
     """identity stopped with SIGSTOP for the test: it accepts connections, never answers."""
@@ -105,7 +49,7 @@ async def test_with_identity_hung_signed_in_requests_get_a_fast_503_and_one_fetc
     inventory_target: str,
     issuer: TokenIssuer,
 ) -> None:
-    async with CountingProxy(frozen.http_port) as proxy:
+    async with TcpProxy("127.0.0.1", frozen.http_port) as proxy:
         gateway = new_gateway(inventory_target, jwks_url=f"http://127.0.0.1:{proxy.port}/v1/jwks")
         await asyncio.to_thread(gateway.start)
         try:
