@@ -55,7 +55,8 @@ _LINGER_BYTES = 1024 * 1024
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a bounded, timed request head."""
+    """uvicorn's httptools protocol with a bounded, timed request head, a timed request body,
+    and optionally a cap on the connections of one client address."""
 
     limits: ClassVar[EdgeLimits] = EdgeLimits()
     # Open connections per client address, of every listener of the server (one per class).
@@ -67,7 +68,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_head = True
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
-        self._dropped = -1  # bytes read and dropped after a 431; -1: none refused
+        self._dropped = -1  # bytes read and dropped after a 431 or 429; -1: none refused
         self._body_due = False  # a request's head is in, the end of its body is not
         self._body_timer: asyncio.TimerHandle | None = None
         self._counted: str | None = None  # the client address counted in per_client
