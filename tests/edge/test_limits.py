@@ -1,5 +1,6 @@
-"""Every service defends its own edge: limits on request heads, slow and idle clients and
-connections, and its internals (metrics, readiness details) only on its internal listener.
+"""Every service defends its own edge: limits on request heads and bodies, slow and idle
+clients and connections, and its internals (metrics, readiness details) only on its internal
+listener.
 
 Real gateway and catalog processes, each with small limits, poked with raw sockets.
 """
@@ -19,10 +20,15 @@ from souq_chassis.testing import ServiceProcess, free_port
 HEADER_LIMIT = 16 * 1024
 HEADER_TIMEOUT_S = 1.0
 KEEP_ALIVE_S = 1.0
+BODY_TIMEOUT_S = 1.5
 MAX_CONNECTIONS = 40
 # Slack for a busy machine on top of a timeout; uvicorn's own default keep-alive (5 s) and
-# a head that is never timed out both lie beyond it.
+# a head or body that is never timed out both lie beyond it.
 SLACK_S = 2.5
+
+
+# A route of each service that waits for its whole body before it answers.
+BODY_ROUTES = {"souq_gateway": "/api/v1/auth/login", "souq_catalog": "/v1/admin/products"}
 
 
 def _nowhere() -> str:
@@ -50,6 +56,7 @@ def service(
         max_header_bytes=HEADER_LIMIT,
         header_timeout_s=HEADER_TIMEOUT_S,
         keep_alive_timeout_s=KEEP_ALIVE_S,
+        body_timeout_s=BODY_TIMEOUT_S,
         max_connections=MAX_CONNECTIONS,
     )
     process.ready_path = "/healthz"  # its dependencies are nowhere: alive is enough here
@@ -227,6 +234,74 @@ async def test_connections_beyond_the_cap_are_refused_without_growing_memory(
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.2)
+
+
+async def _head_of_a_body(
+    service: ServiceProcess,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection that sent a POST's head, promising 60,000 bytes of body, and one of them."""
+    route = BODY_ROUTES[service.module]
+    reader, writer = await asyncio.open_connection("127.0.0.1", service.http_port)
+    writer.write(
+        f"POST {route} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Length: 60000\r\n\r\n{".encode()
+    )
+    await writer.drain()
+    return reader, writer
+
+
+async def test_a_body_that_stops_arriving_is_closed(service: ServiceProcess) -> None:
+    reader, writer = await _head_of_a_body(service)
+    closed_after = await _closed_within(reader, BODY_TIMEOUT_S + SLACK_S)
+    writer.close()
+    assert closed_after is not None, "still open"
+
+
+async def test_a_body_sent_a_byte_at_a_time_is_closed_all_the_same(
+    service: ServiceProcess,
+) -> None:
+    reader, writer = await _head_of_a_body(service)
+    start = time.monotonic()
+    try:
+        for _ in range(1000):  # 0.05 s apart: the trickle would take 50 s
+            if time.monotonic() - start > BODY_TIMEOUT_S + SLACK_S or reader.at_eof():
+                break
+            writer.write(b" ")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+    except ConnectionError:
+        pass
+    closed_after = await _closed_within(reader, 0.5)
+    writer.close()
+    assert closed_after is not None, "still open"
+
+
+async def test_stalled_bodies_beyond_the_cap_lock_nobody_out_for_long(
+    service: ServiceProcess,
+) -> None:
+    stalled = [await _head_of_a_body(service) for _ in range(MAX_CONNECTIONS + 10)]
+    try:
+        start = time.monotonic()
+        served_after = None
+        while time.monotonic() - start < BODY_TIMEOUT_S + 4 * SLACK_S:
+            reader, writer = await asyncio.open_connection("127.0.0.1", service.http_port)
+            try:
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                async with asyncio.timeout(5):
+                    status = await reader.readline()
+            except (ConnectionError, TimeoutError):
+                status = b""
+            finally:
+                writer.close()
+            if status.startswith(b"HTTP/1.1 200 "):
+                served_after = time.monotonic() - start
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        for _, writer in stalled:
+            writer.close()
+    assert served_after is not None, "503 throughout"
+    assert served_after < BODY_TIMEOUT_S + 2 * SLACK_S, f"served only after {served_after:.1f} s"
 
 
 async def test_metrics_and_readiness_details_are_only_on_the_internal_listener(

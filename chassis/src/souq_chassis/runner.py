@@ -19,11 +19,18 @@ from souq_chassis.settings import ServiceSettings
 
 def server_config(app: Any, settings: ServiceSettings) -> uvicorn.Config:
     """uvicorn's configuration for a service: our loop, the guarded httptools protocol."""
+    proxies = frozenset(p.strip() for p in settings.trusted_proxies.split(",") if p.strip())
+    per_client = settings.max_connections_per_client
+    if any(p == "*" or "/" in p for p in proxies):
+        per_client = 0  # a proxy is not one address: no cap rather than capping its clients
     limits = EdgeLimits(
         max_header_bytes=settings.max_header_bytes,
         header_timeout_s=settings.header_timeout_s,
         keep_alive_timeout_s=settings.keep_alive_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
         max_connections=settings.max_connections,
+        max_connections_per_client=per_client,
+        uncapped=proxies,
     )
     return uvicorn.Config(
         app,

@@ -26,12 +26,17 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     # Limits at the edge of the process (both listeners): the request line and headers of one
-    # request (431 past it), the time to send them, idle time between requests, and open
-    # connections plus in-flight requests (503 past it).
+    # request (431 past it), the time to send them, idle time between requests, the time to
+    # send a body once the head is in (408), and open connections plus in-flight requests (503
+    # past it).
     max_header_bytes: int = Field(default=16 * 1024, ge=1024)
     header_timeout_s: float = Field(default=5.0, gt=0)
     keep_alive_timeout_s: float = Field(default=5.0, gt=0)
+    body_timeout_s: float = Field(default=10.0, gt=0)
     max_connections: int = Field(default=1000, ge=1)
+    # Open connections from one client address (429 past it); 0: no cap. Off for services,
+    # which the gateway calls from one address through pools of up to 256 connections.
+    max_connections_per_client: int = Field(default=0, ge=0)
     # Addresses of reverse proxies whose X-Forwarded-For is believed (comma-separated, as
     # uvicorn's forwarded_allow_ips); empty: the client is the socket's peer.
     trusted_proxies: str = ""

@@ -31,6 +31,9 @@ class GatewaySettings(AuthSettings):
 
     http_port: int = Field(default=8080, ge=0, le=65535)
     internal_port: int = Field(default=8090, ge=0, le=65535)
+    # The public edge: one client address may hold a quarter of the connections, so that it
+    # takes at least four to lock the others out (peers named in trusted_proxies: no cap).
+    max_connections_per_client: int = Field(default=250, ge=0)
     catalog_url: str = "http://127.0.0.1:8081"
     inventory_target: str = "127.0.0.1:50062"
     inventory_url: str = "http://127.0.0.1:8082"  # admin restock only
