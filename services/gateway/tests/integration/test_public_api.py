@@ -4,7 +4,6 @@ nothing else — internal routes of the services behind it are not reachable thr
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
 from html.parser import HTMLParser
 from http import HTTPStatus
 from typing import Any
@@ -16,7 +15,6 @@ from souq_chassis.testing import ServiceProcess
 
 API = "/api/v1"
 PROBLEM_MEMBERS = {"type", "title", "status", "detail", "request_id", "errors"}
-MetricReader = Callable[..., Awaitable[float]]
 
 
 async def problem_of(response: aiohttp.ClientResponse) -> dict[str, Any]:
