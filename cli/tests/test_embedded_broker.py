@@ -314,3 +314,42 @@ async def test_a_service_waits_for_the_administrator_to_declare_the_topology(
                 await consuming
     finally:
         stop(server)
+
+
+async def test_souq_up_brings_an_old_consumer_to_the_topology_and_a_service_cannot(
+    embedded: RunningNats,
+) -> None:
+    # A store made by an older version: cart's consumer with a 30 s ack wait. A service's
+    # declare says at once what differs (it may not change it); NATS's readiness, which
+    # declares as the administrator, updates it in place.
+    from nats.js import api
+    from souq_chassis.messaging.nats_broker import ACK_WAIT_S, NatsBroker, TopologyNotDeclared
+
+    admin = NatsBroker(broker_users.as_admin(embedded.address, embedded.data_dir))
+    cart = NatsBroker(embedded.url_of("cart"))
+    await asyncio.wait_for(admin.connect(), 10)
+    await asyncio.wait_for(cart.connect(), 10)
+    try:
+        await admin.declare(SUBSCRIPTIONS)
+        old = api.ConsumerConfig(
+            durable_name="cart",
+            filter_subjects=[f"souq.events.{t}" for t in SUBSCRIPTIONS["cart"]],
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_wait=30,
+            max_ack_pending=1000,
+        )
+        await admin._js.add_consumer(admin.stream, old)
+        started = time.monotonic()
+        with pytest.raises(TopologyNotDeclared, match="consumer cart differs"):
+            await cart.declare(SUBSCRIPTIONS)
+        assert time.monotonic() - started < 4, "not refused at once"
+        assert (await admin._js.consumer_info(admin.stream, "cart")).config.ack_wait == 30
+        assert EMBEDDED_NATS.probe is not None
+        assert await EMBEDDED_NATS.probe(embedded.ports, embedded.data_dir)
+        info = await admin._js.consumer_info(admin.stream, "cart")
+        assert info.config.ack_wait == ACK_WAIT_S
+        await cart.declare(SUBSCRIPTIONS)  # now the same: nothing to change, no error
+    finally:
+        await cart.close()
+        await admin.close()
