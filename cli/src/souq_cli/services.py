@@ -143,7 +143,10 @@ def _nats(ports: Ports, data_dir: Path) -> list[str]:
 
 
 async def _nats_ready(ports: Ports, data_dir: Path) -> bool:
-    return await nats_ready(broker_users.as_admin(broker_url(ports), data_dir))
+    """Ready once it admits the administrator and the administrator has declared the topology
+    (the services, started meanwhile, only check it and wait for it)."""
+    admin = broker_users.as_admin(broker_url(ports), data_dir)
+    return await nats_ready(admin) and await broker_users.declare_topology(admin)
 
 
 EMBEDDED_NATS = ServiceSpec(

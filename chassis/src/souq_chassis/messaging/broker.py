@@ -159,11 +159,12 @@ async def connected(
     broker: Broker, subscriptions: Mapping[str, Sequence[str]]
 ) -> AsyncIterator[Broker]:
     """Connect in the background (a service starts without its broker) and declare the whole
-    topology (`souq.events.topology.SUBSCRIPTIONS`); close at the end."""
+    topology (`souq.events.topology.SUBSCRIPTIONS`), or check it until the administrator has
+    (a service's user on the embedded NATS may not declare it); close at the end."""
 
     async def connect() -> None:
         await broker.connect()
-        await broker.declare(subscriptions)
+        await with_backoff(lambda: broker.declare(subscriptions), broker.url)
 
     task = asyncio.create_task(connect(), name="broker-connect")
     try:

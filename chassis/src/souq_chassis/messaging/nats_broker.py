@@ -1,12 +1,16 @@
 """NATS JetStream: one durable stream of events, a durable pull consumer per service, and a
 dead-letter stream. Publisher confirms are JetStream acks; `Nats-Msg-Id` deduplicates a
-message the relay publishes twice (a crash between publish and marking it sent)."""
+message the relay publishes twice (a crash between publish and marking it sent).
+
+Declaring checks first and changes only what is missing or differs, so a service whose user
+may only read the streams' and consumers' settings starts on a topology the administrator
+declared (`souq up` does); only the administrator may create, change or delete them."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -52,6 +56,10 @@ def inbox_prefix(user: str) -> str:
     return f"_INBOX_{user}" if user else "_INBOX"
 
 
+class TopologyNotDeclared(Exception):
+    """A stream or consumer is missing or differs from ours, and this user may not declare it."""
+
+
 class NatsBroker:
     def __init__(self, url: str, client_name: str = "souq", namespace: str = "") -> None:
         self._url = url  # may carry a user and password: never logged
@@ -62,6 +70,7 @@ class NatsBroker:
         self._js: Any = None
         self._closing = False
         self._ready = asyncio.Event()  # set once connected and declared
+        self._denied = asyncio.Event()  # the server refused a JetStream API request of ours
         prefix = f"{namespace}." if namespace else ""
         self.stream = f"{namespace.upper()}_SOUQ_EVENTS" if namespace else "SOUQ_EVENTS"
         self.dlq_stream = f"{namespace.upper()}_SOUQ_DLQ" if namespace else "SOUQ_DLQ"
@@ -88,11 +97,18 @@ class NatsBroker:
             self.url,
         )
         self._js = self._nc.jetstream(timeout=5)
-        await self._ensure_stream(self.stream, [f"{self._events}.>"])
-        await self._ensure_stream(self.dlq_stream, [f"{self._dead}.>"])
+        # Until the administrator has declared them (souq up does as soon as NATS is ready).
+        await with_backoff(self._ensure_streams, self.url)
         self._ready.set()
 
+    async def _ensure_streams(self) -> None:
+        await self._ensure_stream(self.stream, [f"{self._events}.>"])
+        await self._ensure_stream(self.dlq_stream, [f"{self._dead}.>"])
+
     async def _on_error(self, error: Exception) -> None:
+        text = str(error).lower()
+        if "permissions violation" in text and "$js.api." in text:
+            self._denied.set()
         log.warning("broker_error", url=self.url, error=str(error) or type(error).__name__)
 
     async def _on_disconnected(self) -> None:
@@ -110,9 +126,36 @@ class NatsBroker:
             duplicate_window=DEDUP_WINDOW_S,
         )
         try:
-            await self._js.add_stream(config)
-        except BadRequestError:  # exists with another config: bring it to ours
-            await self._js.update_stream(config)
+            found = (await self._js.stream_info(name)).config
+        except NotFoundError:
+            await self._change(f"stream {name} is missing", self._js.add_stream(config))
+            return
+        if (
+            sorted(found.subjects or []) != sorted(subjects)
+            or found.storage != config.storage
+            or found.duplicate_window != config.duplicate_window
+            or found.republish is not None
+            or found.subject_transform is not None
+        ):
+            await self._change(f"stream {name} differs", self._js.update_stream(config))
+
+    async def _change(self, what: str, request: Awaitable[Any]) -> Any:
+        """Make a JetStream API request that changes the topology; refused (this user may only
+        read it) → TopologyNotDeclared at once, not after the request's timeout."""
+        self._denied.clear()
+        change = asyncio.ensure_future(request)
+        denied = asyncio.create_task(self._denied.wait())
+        try:
+            await asyncio.wait({change, denied}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            denied.cancel()
+        if change.done():
+            return change.result()
+        change.cancel()
+        raise TopologyNotDeclared(
+            f"{what}, and NATS user {self._user!r} may not declare it: the administrator "
+            "declares the topology (souq up does, as souq-admin)"
+        )
 
     async def close(self) -> None:
         self._closing = True
@@ -151,18 +194,35 @@ class NatsBroker:
             max_ack_pending=1000,
         )
         try:
+            found = (await self._js.consumer_info(self.stream, consumer)).config
+        except NotFoundError:
+            what = f"consumer {consumer} is missing"
+            await self._change(what, self._js.add_consumer(self.stream, config))
+            return
+        filters = found.filter_subjects or ([found.filter_subject] if found.filter_subject else [])
+        if (
+            sorted(filters) == sorted(config.filter_subjects or [])
+            and found.ack_policy == config.ack_policy
+            and found.deliver_policy == config.deliver_policy
+            and found.ack_wait == config.ack_wait
+            and found.max_ack_pending == config.max_ack_pending
+        ):
+            return
+        what = f"consumer {consumer} differs"
+        try:
             # An existing durable consumer is updated in place (its ack wait, its filters), so
             # a store made by an older version gets the new settings and keeps its position.
-            await self._js.add_consumer(self.stream, config)
+            await self._change(what, self._js.add_consumer(self.stream, config))
         except BadRequestError:  # a change the server cannot update: start it over (inbox dedups)
-            await self._js.delete_consumer(self.stream, consumer)
-            await self._js.add_consumer(self.stream, config)
+            await self._change(what, self._js.delete_consumer(self.stream, consumer))
+            await self._change(what, self._js.add_consumer(self.stream, config))
 
     async def consume(
         self, consumer: str, types: Sequence[str], handle: Handler, batch: int = 256
     ) -> None:
         await self._ready.wait()  # a service may start before its broker
-        await self._declare(consumer, types)
+        # The administrator declares it, maybe a moment after the streams: check until it has.
+        await with_backoff(lambda: self._declare(consumer, types), self.url)
         subscription = await self._js.pull_subscribe_bind(durable=consumer, stream=self.stream)
         # nats-py's fetch, once it has to wait, returns when the batch is full or at expiry.
         # So once caught up (a short batch) ask for one message, which returns the moment it
@@ -289,28 +349,21 @@ def service_permissions(
     user: str,
     publishes: Sequence[str],
     consumes: Sequence[str],
-    declares: Sequence[str],
+    checks: Sequence[str],
     namespace: str = "",
 ) -> dict[str, Any]:
     """nats-server permissions of a service's user: publish only message types under its
     own prefixes (`publishes`, e.g. `catalog` for `catalog.*`), fetch, ack and dead-letter
-    only for its own consumers (`consumes`), declare the streams and the topology's consumers
-    (`declares`: every service declares them all); subscribe only to its own inboxes, so
-    neither the events nor other users' replies can be read but through its own consumers."""
+    only for its own consumers (`consumes`), read the settings of the streams and of the
+    topology's consumers (`checks`) but never create, change or delete any (the administrator
+    declares them); subscribe only to its own inboxes, so neither the events nor other users'
+    replies can be read but through its own consumers."""
     names = NatsBroker("nats://", namespace=namespace)
     api, stream = "$JS.API", names.stream
     allow = [f"{names._events}.{prefix}.>" for prefix in publishes]
     allow.append(f"{api}.INFO")
-    for name in (names.stream, names.dlq_stream):
-        allow += [f"{api}.STREAM.{verb}.{name}" for verb in ("CREATE", "UPDATE", "INFO")]
-    for consumer in declares:
-        allow += [
-            f"{api}.CONSUMER.CREATE.{stream}.{consumer}",
-            f"{api}.CONSUMER.CREATE.{stream}.{consumer}.>",
-            f"{api}.CONSUMER.DURABLE.CREATE.{stream}.{consumer}",
-            f"{api}.CONSUMER.DELETE.{stream}.{consumer}",
-            f"{api}.CONSUMER.INFO.{stream}.{consumer}",
-        ]
+    allow += [f"{api}.STREAM.INFO.{name}" for name in (names.stream, names.dlq_stream)]
+    allow += [f"{api}.CONSUMER.INFO.{stream}.{consumer}" for consumer in checks]
     for consumer in consumes:
         allow += [
             f"{api}.CONSUMER.MSG.NEXT.{stream}.{consumer}",

@@ -1,6 +1,7 @@
-"""Which service consumes which message types: the broker topology, declared by every service
-when it connects, so a consumer's queue exists before anything it wants is published (RabbitMQ
-drops what no queue is bound for; JetStream keeps it in the stream either way)."""
+"""Which service consumes which message types: the broker topology, declared by the
+administrator (`souq up` on its NATS) or, where it may, by every service when it connects, so
+a consumer's queue exists before anything it wants is published (RabbitMQ drops what no queue
+is bound for; JetStream keeps it in the stream either way)."""
 
 from __future__ import annotations
 
