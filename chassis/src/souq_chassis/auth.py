@@ -211,7 +211,8 @@ class TokenVerifier:
         (identity being away must not sign everyone out). The back-off starts when it ends."""
         self.fetches += 1
         try:
-            document = await asyncio.wait_for(self._fetch(), self._fetch_timeout_s)
+            async with asyncio.timeout(self._fetch_timeout_s):
+                document = await self._fetch()
             self.load(orjson.loads(document))
         except Exception as exc:  # unreachable, too slow, an error status, or not a JWKS at all
             self._last_fetch_failed = True

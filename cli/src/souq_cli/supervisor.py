@@ -185,7 +185,8 @@ class Supervisor:
             self._say(spec.name, f"exited with status {code}; restarting in {backoff:.1f}s")
             self._save()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), backoff)
+                async with asyncio.timeout(backoff):
+                    await self._stopping.wait()
             backoff = min(backoff * 2, BACKOFF_MAX_S)
             svc.restarts += 1
         if svc.state != "failed":
@@ -258,7 +259,8 @@ class Supervisor:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
+            async with asyncio.timeout(STOP_GRACE_S):
+                await proc.wait()
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()

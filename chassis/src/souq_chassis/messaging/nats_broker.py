@@ -174,7 +174,8 @@ class NatsBroker:
                 futures.append(
                     await self._js.publish_async(self._subject(m.type), m.body, headers=headers)
                 )
-            await asyncio.wait_for(asyncio.gather(*futures), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await asyncio.gather(*futures)
         except Exception as exc:
             for future in futures:
                 future.cancel()

@@ -223,7 +223,8 @@ class Outbox:
             self._metrics.last_success.set(time.time())
             if published < self._batch:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._sweep_s)
+                    async with asyncio.timeout(self._sweep_s):
+                        await self._wake.wait()
 
     def _relay_failed(self, exc: Exception, failures: int) -> None:
         error = _describe(exc)

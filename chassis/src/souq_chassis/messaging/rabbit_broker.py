@@ -173,7 +173,8 @@ class RabbitBroker:
         if not self._connected.is_set() or self._connection is None or self._connection.is_closed:
             raise BrokerUnavailable("not connected")
         try:
-            await asyncio.wait_for(self._topology.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._topology.wait()
             await self._ensure({m.type for m in messages})
         except TimeoutError as exc:
             raise BrokerUnavailable("the topology is not declared yet") from exc
@@ -199,7 +200,8 @@ class RabbitBroker:
             for m in messages
         ]
         try:
-            results = await asyncio.wait_for(asyncio.gather(*confirms), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                results = await asyncio.gather(*confirms)
         except Exception as exc:
             raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
         undelivered: set[str] = set()
