@@ -90,6 +90,27 @@ async def test_a_new_key_is_fetched_once_and_the_old_key_still_verifies(
     assert verifier.fetches == 2
 
 
+async def test_with_keys_known_a_token_naming_another_waits_a_slow_fetch_out(
+    issuer: TokenIssuer,
+) -> None:
+    """A rotated key on a busy identity: the request waits the fetch (up to its deadline)
+    instead of a spurious 503 after the short wait meant for an identity that is away."""
+    slow = False
+
+    async def fetch() -> bytes:
+        if slow:
+            await asyncio.sleep(0.3)
+        return json.dumps(issuer.jwks()).encode()
+
+    verifier = TokenVerifier(fetch, min_refresh_interval_s=0, wait_s=0.05, fetch_timeout_s=2.0)
+    await verifier.verify(issuer.token("old"))
+    issuer.rotate()
+    slow = True
+
+    assert (await verifier.verify(issuer.token("new"))).user_id == "new"
+    assert verifier.fetches == 2
+
+
 @pytest.mark.parametrize("interval_s", [60.0, 0.0])
 async def test_unknown_key_ids_cannot_flood_identity_with_jwks_requests(
     issuer: TokenIssuer, interval_s: float

@@ -86,10 +86,12 @@ class TokenVerifier:
     """Verifies access tokens against identity's keys, fetched as needed.
 
     At most one JWKS fetch is in flight, bounded by `fetch_timeout_s`; requests that need it
-    share it and wait at most `wait_s` for it, so a hung identity costs a request a fraction of
-    a second, not a queue of fetches. After a fetch ends the next waits `min_refresh_interval_s`
-    (stamped when it ends, so a failed fetch is a real back-off); while backing off from a
-    failure without the key a token names, the answer is KeysUnavailable (503) at once.
+    share it. With no keys known they wait at most `wait_s` for it, so a hung identity costs a
+    request a fraction of a second, not a queue of fetches; with keys known, a token naming an
+    unknown key waits the fetch out (at most `fetch_timeout_s`): it is likely a new key. After
+    a fetch ends the next waits `min_refresh_interval_s` (stamped when it ends, so a failed
+    fetch is a real back-off); while backing off from a failure without the key a token names,
+    the answer is KeysUnavailable (503) at once.
     """
 
     def __init__(
@@ -193,8 +195,11 @@ class TokenVerifier:
     async def _refreshed_key(self, kid: str) -> Any:
         fetching = self._start_fetch()
         if fetching is not None:
-            # Shared, and waited for briefly: a hung identity must not hold requests up.
-            await asyncio.wait({fetching}, timeout=self._wait_s)
+            # Shared. With no keys at all identity is away or hung, and a request waits only
+            # briefly for it (a fast 503). With keys known, a token naming another is most likely
+            # signed by a key identity has just rotated in: worth the whole (bounded) fetch.
+            wait_s = self._wait_s if not self._keys else self._fetch_timeout_s
+            await asyncio.wait({fetching}, timeout=wait_s)
             if kid in self._keys:  # the fetch brought it (or another did meanwhile)
                 return self._keys[kid]
             if not fetching.done():

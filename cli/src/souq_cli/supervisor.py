@@ -166,9 +166,12 @@ class Supervisor:
             self._tails[spec.name].clear()
             self._save()
             pump = asyncio.create_task(self._pump_logs(spec.name, proc))
-            probe = asyncio.create_task(self._probe_ready(spec, svc, http))
+            probe = asyncio.create_task(self._probe_ready(spec, svc, http, proc))
             code = await proc.wait()
             probe.cancel()
+            # A probe in the middle of an answer finishes its cancel before the state moves on,
+            # so a dead process is never marked ready after its exit was seen.
+            await asyncio.wait({probe}, timeout=STOP_GRACE_S)
             await pump
             svc.exit_code = code
             if self._stopping.is_set():
@@ -205,7 +208,11 @@ class Supervisor:
         self._stopping.set()
 
     async def _probe_ready(
-        self, spec: ServiceSpec, svc: ServiceState, http: aiohttp.ClientSession
+        self,
+        spec: ServiceSpec,
+        svc: ServiceState,
+        http: aiohttp.ClientSession,
+        proc: asyncio.subprocess.Process,
     ) -> None:
         url = spec.http_url(self.ports) + spec.ready_path
         while True:
@@ -216,7 +223,7 @@ class Supervisor:
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                     async with http.get(url) as response:
                         ready = response.status == 200
-            if ready:
+            if ready and proc.returncode is None:  # a dead process's port may answer for another
                 # One place for every kind of probe: when it became ready is what tells a
                 # failed start from a run that went well (the broker's included).
                 svc.state = "ready"
